@@ -1,0 +1,3 @@
+from emoexp.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""Atomic save/load of full training state, and resolution of checkpoint/model URIs.
+
+A checkpoint is a plain dict of tensors and builtins, loaded with ``weights_only=True`` so a
+checkpoint from elsewhere never runs code. It carries the resolved config and the data info,
+so it rebuilds its model alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FORMAT = "emoexp-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, read or used; the message names it."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new, never half."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True``; clear errors for anything else."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds more than tensors and builtins ({e}). "
+            "emoexp loads checkpoints with weights_only=True so that a file never runs code."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an emoexp checkpoint (no '{FORMAT}' marker)")
+    return state
+
+
+def resolve_local(uri: str, dst: str | Path | None = None) -> Path:
+    """A local path for ``uri``: a path as is; ``runs:/``, ``models:/``, ``mlflow-artifacts:/``
+    and other MLflow URIs are downloaded."""
+    if "://" not in uri and not uri.startswith(("runs:/", "models:/")):
+        p = Path(uri).expanduser()
+        if not p.exists():
+            raise CheckpointError(f"{uri}: no such file or directory")
+        return p
+    if uri.startswith("file://"):
+        return resolve_local(uri[len("file://"):])
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(dst) if dst else None
+        )
+    except Exception as e:
+        raise CheckpointError(f"{uri}: could not fetch it from MLflow ({type(e).__name__}: {e})") from None
+    return Path(local)
+
+
+def load_from_uri(uri: str) -> dict[str, Any]:
+    """Load a checkpoint from a file path/URI, or from a logged/registered MLflow model.
+
+    ``runs:/ID/checkpoints/best.pt`` and paths to ``.pt`` files are checkpoints; ``runs:/ID/model``
+    and ``models:/NAME@ALIAS`` are MLflow models whose weights travel inside them.
+    """
+    from emoexp.tracking import MODEL_CHECKPOINT
+
+    local = resolve_local(uri)
+    if local.is_dir():
+        hits = sorted(local.rglob(f"{MODEL_CHECKPOINT}.pt"))
+        if not hits:
+            raise CheckpointError(f"{uri}: an MLflow model without emoexp weights ({MODEL_CHECKPOINT}.pt)")
+        local = hits[0]
+    state = load_checkpoint(local)
+    state.setdefault("source_uri", uri)
+    return state
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True

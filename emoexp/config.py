@@ -1,0 +1,297 @@
+"""Typed configs, one dataclass per task, with a one-line *why* per field.
+
+Every field is at once a dataclass attribute, an MLproject parameter (same name) and an
+``emoexp train <task> --dashed-name`` option. Overrides are checked: an unknown key or a value
+of the wrong type is an error that names the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """A bad override: unknown key, wrong type, or a bad value."""
+
+
+def opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors click's word
+    """A config field with its help text (the *why*), shown by ``--help`` and in the README."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """What every training entry point takes (DESIGN.md: the stable interface)."""
+
+    data_dir: str = opt("", "dataset root; the seed's location is the default")
+    epochs: int = opt(10, "epochs to train (a branch resume trains this many more)")
+    batch_size: int = opt(32, "mini-batch size")
+    lr: float = opt(1e-3, "initial learning rate")
+    seed: int = opt(42, "seeds model init, sampling and splits: same seed, same run")
+    weights: str = opt("", "per-class sampling weights 'sad=5,happy=0.5'; unnamed classes 1.0")
+    resume_from: str = opt("", "checkpoint URI to branch from (runs:/ID/checkpoints/last.pt); empty for none")
+    experiment_name: str = opt("", "MLflow experiment; empty: the task's name")
+    run_name: str = opt("", "MLflow run name; empty: the task name plus what differs")
+    description: str = opt("", "free text stored as the run's description")
+    patience: int = opt(10, "early stopping: epochs without improvement of `monitor`; 0 = off")
+    monitor: str = opt("val_macro_f1", "metric that picks best.pt and drives early stopping")
+    checkpoint_every: int = opt(5, "write checkpoints/epoch_NNN.pt every N epochs (last.pt every epoch)")
+    optimizer: str = opt("adam", "adam | adamw | sgd")
+    weight_decay: float = opt(0.0, "L2 penalty (seed: 0; raise it if overfitting)")
+    scheduler: str = opt("cosine", "cosine | step | none")
+    step_size: int = opt(5, "StepLR: epochs between decays")
+    gamma: float = opt(0.5, "StepLR: decay factor")
+    label_smoothing: float = opt(0.0, "cross-entropy label smoothing")
+    split: str = opt("subject", "subject (subject-independent, default) | trial")
+    val_fraction: float = opt(0.2, "share of subjects (or trials) held out for validation")
+    test_fraction: float = opt(0.2, "share held out for the final test; 0 = no test split")
+    max_subjects: int = opt(0, "use only the first N subjects (quick looks); 0 = all")
+    on_bad_file: str = opt("error", "error | skip (skip bad files, count them as data.skipped_files)")
+    num_workers: int = opt(0, "DataLoader worker processes; 0 loads in the training process")
+    device: str = opt("auto", "auto | cpu | cuda")
+    log_model: bool = opt(True, "log the MLflow model at the end (pyfunc with preprocessing)")
+    output_dir: str = opt("", "local staging for checkpoints; empty: .emoexp/runs/<run_id>")
+
+    # Keys that define the network and its input: on a branch resume they come back from the
+    # checkpoint (a checkpoint rebuilds its model alone); everything else stays overridable.
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EEGConfig(TrainConfig):
+    window_size: int = opt(512, "samples per EEG window (512 at 250 Hz is ~2 s)")
+    stride: int = opt(256, "samples between window starts (half-overlapping by default)")
+    encoder: str = opt("cnn", "cnn (4 temporal conv blocks) | cnn_lstm (2 conv blocks + BiLSTM)")
+    latent_dim: int = opt(128, "size of the encoder's latent vector")
+    dropout: float = opt(0.3, "dropout in the classifier head")
+    cache_dir: str = opt("", "where preprocessed .npy caches go; empty: $EMOEXP_CACHE_DIR or ~/.cache/emoexp")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ("window_size", "encoder", "latent_dim", "dropout")
+
+
+@dataclass
+class PretrainFacedConfig(EEGConfig):
+    data_dir: str = opt("data/raw/Processed_data/Processed_data", "FACED Processed_data folder (sub*.pkl)")
+    epochs: int = opt(50, "seed 000: 50 epochs of pre-training")
+    batch_size: int = opt(32, "seed 000: 32")
+    lr: float = opt(1e-3, "seed 000: Adam 1e-3")
+    scheduler: str = opt("cosine", "seed 000: cosine annealing over the run")
+    monitor: str = opt("val_loss", "seed 000 keeps the encoder with the best validation loss")
+    label_scheme: str = opt("emotion", "emotion (9 classes) | valence (negative/neutral/positive)")
+    channels: str = opt("eeg30", "eeg30 (drop the A1/A2 mastoids) | all32")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = EEGConfig.ARCH_KEYS + ("label_scheme", "channels")
+
+
+@dataclass
+class FinetuneEavConfig(EEGConfig):
+    data_dir: str = opt("data/raw/EAV/EAV", "EAV root holding subject*/ folders")
+    epochs: int = opt(30, "seed 000: 30 epochs of fine-tuning")
+    batch_size: int = opt(16, "seed 000: 16, smaller for stability")
+    lr: float = opt(1e-4, "seed 000: 10x lower than pre-training to keep the encoder's features")
+    scheduler: str = opt("step", "seed 000: StepLR, gamma 0.5 every 5 epochs")
+    checkpoint_every: int = opt(2, "seed 000: a checkpoint every 2 epochs")
+    encoder: str = opt("auto", "auto (the pretrained encoder's kind, else cnn) | cnn | cnn_lstm")
+    pretrained: str = opt("none", "encoder source: none | checkpoint path/URI | runs:/ID/model | models:/NAME@ALIAS")
+    channel_adapter: str = opt(
+        "linear",
+        "how EAV's montage meets the pretrained encoder's: linear (learned channel mixing, "
+        "identity-initialised) | identity (assert the channels align; error if counts differ)",
+    )
+    use_audio: bool = opt(False, "fuse MFCC audio of speaking trials (listening trials: masked)")
+    fusion: str = opt("concat", "concat | attention (cross-modal attention pooling)")
+    condition: str = opt("both", "listening | speaking | both")
+    sample_rate: float = opt(250.0, "EEG is resampled to this rate so a window spans FACED's duration")
+    audio_sample_rate: int = opt(16000, "audio is resampled to this rate before MFCC")
+    n_mfcc: int = opt(13, "MFCC coefficients (seed 000: 13)")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = EEGConfig.ARCH_KEYS + (
+        "use_audio", "fusion", "sample_rate", "audio_sample_rate", "n_mfcc", "channel_adapter",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def field_help(cls: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def coerce(key: str, value: Any, typ: Any) -> Any:
+    """Convert an override (often a string from the command line or MLproject) to ``typ``."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if typ is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if typ is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of ``cfg`` with ``overrides`` applied and checked."""
+    types = field_types(type(cfg))
+    changes = {}
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in types:
+            close = difflib.get_close_matches(key, list(types), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown option {key!r} for {type(cfg).__name__}{hint}")
+        changes[key] = coerce(key, value, types[key])
+    new = dataclasses.replace(cfg, **changes)
+    validate(new)
+    return new
+
+
+_CHOICES = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "scheduler": ("cosine", "step", "none"),
+    "split": ("subject", "trial"),
+    "on_bad_file": ("error", "skip"),
+    "device": ("auto", "cpu", "cuda"),
+    "label_scheme": ("emotion", "valence"),
+    "channels": ("eeg30", "all32"),
+    "channel_adapter": ("linear", "identity"),
+    "fusion": ("concat", "attention"),
+    "condition": ("listening", "speaking", "both"),
+}
+
+
+def validate(cfg: Any) -> None:
+    d = cfg.to_dict()
+    for key, choices in _CHOICES.items():
+        if key in d and d[key] not in choices:
+            raise ConfigError(f"{key}: {d[key]!r} is not one of {', '.join(choices)}")
+    if "encoder" in d and d["encoder"] not in ("auto", "cnn", "cnn_lstm"):
+        raise ConfigError(f"encoder: {d['encoder']!r} is not one of cnn, cnn_lstm")
+    for key in ("epochs", "batch_size"):
+        if d[key] < 1:
+            raise ConfigError(f"{key} must be >= 1, got {d[key]}")
+    if d["lr"] <= 0:
+        raise ConfigError(f"lr must be > 0, got {d['lr']}")
+    if not (0 <= d["val_fraction"] < 1 and 0 <= d["test_fraction"] < 1):
+        raise ConfigError("val_fraction and test_fraction must lie in [0, 1)")
+    if d["val_fraction"] + d["test_fraction"] >= 1:
+        raise ConfigError("val_fraction + test_fraction must be < 1 (something must be left to train on)")
+    if "window_size" in d and (d["window_size"] < 16 or d["stride"] < 1):
+        raise ConfigError("window_size must be >= 16 and stride >= 1")
+
+
+def load_preset(path: str | Path) -> dict[str, Any]:
+    """Read an experiment preset: YAML holding only what differs from the task's defaults.
+
+    Example ``experiments/sadness_focus.yaml``::
+
+        # emoexp train finetune_eav --preset experiments/sadness_focus.yaml
+        task: finetune_eav
+        weights: sadness=5,happiness=0.5
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: preset file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a preset is a mapping of option: value")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-class sampling weights
+
+
+def parse_weights(spec: str | dict | None, class_names: list[str]) -> dict[str, float]:
+    """``"sadness=5,happiness=0.5"`` -> a weight for every class (unnamed classes 1.0).
+
+    Names match case-insensitively; a unique prefix is enough (``sad`` -> ``sadness``).
+
+    >>> parse_weights("sad=5", ["neutral", "sadness"])
+    {'neutral': 1.0, 'sadness': 5.0}
+    """
+    weights = {c: 1.0 for c in class_names}
+    if not spec:
+        return weights
+    items = spec.items() if isinstance(spec, dict) else _split_pairs(spec)
+    lower = {c.lower(): c for c in class_names}
+    for name, value in items:
+        key = str(name).strip().lower()
+        if key in lower:
+            cls = lower[key]
+        else:
+            matches = [c for lc, c in lower.items() if lc.startswith(key)] if key else []
+            if len(matches) != 1:
+                what = "is ambiguous" if matches else "is not a class"
+                raise ConfigError(
+                    f"weights: {name!r} {what}; classes are {', '.join(class_names)}"
+                )
+            cls = matches[0]
+        try:
+            w = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"weights: {name}={value!r} is not a number") from None
+        if not w >= 0 or w == float("inf"):
+            raise ConfigError(f"weights: {name}={value} must be a finite number >= 0")
+        weights[cls] = w
+    if not any(w > 0 for w in weights.values()):
+        raise ConfigError("weights: at least one class needs a weight > 0")
+    return weights
+
+
+def _split_pairs(spec: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in spec.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ConfigError(f"weights: {part!r} should look like class=number")
+        name, value = part.split("=", 1)
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def format_weights(weights: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in weights.items())

@@ -1,0 +1,592 @@
+"""The one training loop, for every task: run, params, sampling, epochs, checkpoints, resume.
+
+``fit(task, cfg)`` is importable and called in-process by the CLI, the sweeps and the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoexp import tracking as T
+from emoexp.config import TrainConfig, apply_overrides, format_weights, parse_weights
+from emoexp.tasks.base import Task, get_task
+
+log = logging.getLogger(__name__)
+
+# Fault injection for the kill-and-continue test: the process SIGKILLs itself right after the
+# named epoch's checkpoint is written and logged, as a crash or an OOM-killer would.
+FAULT_ENV = "EMOEXP_FAULT_KILL_AFTER_EPOCH"
+
+
+@dataclass
+class Resume:
+    """How a run starts from a checkpoint (DESIGN.md: two kinds)."""
+
+    kind: str                  # "branch": a new run; "continue": the same run after a crash
+    state: dict[str, Any]      # the loaded checkpoint
+    uri: str                   # where it came from
+    run_id: str | None = None  # continue: the run to re-attach to
+
+
+@dataclass
+class Result:
+    run_id: str | None
+    monitor: str
+    best_value: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    output_dir: Path | None = None
+    stop_reason: str = "completed"
+    sampling_weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best_val_macro_f1(self) -> float:
+        vals = [h[T.M_VAL_F1] for h in self.history if T.M_VAL_F1 in h]
+        return max(vals) if vals else float("nan")
+
+
+EpochCallback = Callable[[int, dict[str, float]], bool]
+
+
+def fit(
+    task: Task | str,
+    cfg: TrainConfig,
+    *,
+    track: bool = True,
+    resume: Resume | None = None,
+    epoch_callback: EpochCallback | None = None,
+    nested: bool = False,
+    extra_tags: dict[str, str] | None = None,
+) -> Result:
+    """Train ``task`` with ``cfg``; returns the :class:`Result`.
+
+    ``epoch_callback(epoch, metrics)`` runs after each epoch is logged; returning True stops
+    the run early (sweeps use it to prune). ``track=False`` runs with no MLflow at all.
+    """
+
+    task = get_task(task) if isinstance(task, str) else task
+    cfg = task.prepare(cfg)
+    if resume and resume.state.get("task") != task.name:
+        raise ValueError(
+            f"{resume.uri}: a {resume.state.get('task')!r} checkpoint cannot resume task {task.name!r}"
+        )
+    device = _device(cfg.device)
+    _seed_everything(cfg.seed)
+
+    data = task.build_data(cfg)
+    info = {**data.info, "heads": data.heads}
+    weights = parse_weights(cfg.weights, data.class_names)
+    model = task.build_model(cfg, info)
+    pretrained_tags = task.init_from_pretrained(model, cfg, info) if resume is None else {}
+    model.to(device)
+
+    start_epoch = 0
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"value": None, "epoch": 0}
+    patience_count = 0
+    lineage: list[dict[str, Any]] = []
+    if resume is not None:
+        st = resume.state
+        start_epoch = int(st["epoch"])
+        history = list(st["history"])
+        best = dict(st["best"])
+        lineage = list(st.get("lineage", []))
+        patience_count = int(st.get("patience_count", 0)) if resume.kind == "continue" else 0
+    total_epochs = cfg.epochs if (resume is None or resume.kind == "continue") else start_epoch + cfg.epochs
+    if start_epoch >= total_epochs:
+        raise ValueError(f"nothing to do: the checkpoint is at epoch {start_epoch} of {total_epochs}")
+
+    optimizer = _optimizer(cfg, model)
+    scheduler = _scheduler(cfg, optimizer, total_epochs)
+    if resume is not None:
+        _restore(resume, cfg, model, optimizer, scheduler, total_epochs)
+
+    primary = data.primary_head
+    loss_weights = task.head_loss_weights(cfg, info)
+    best_state = copy.deepcopy(resume.state.get("best_model", resume.state["model"])) if resume else None
+
+    run_ctx: contextlib.AbstractContextManager
+    if track:
+        run_ctx = T.mlflow_run(
+            experiment_name=cfg.experiment_name or task.name,
+            run_name=_run_name(task, cfg, resume),
+            run_id=resume.run_id if resume and resume.kind == "continue" else None,
+            nested=nested,
+            description=cfg.description or None,
+        )
+    else:
+        run_ctx = contextlib.nullcontext(T.Tracker())
+
+    with run_ctx as tracker:
+        out_dir = T.local_run_dir(tracker.run_id, cfg.output_dir)
+        ckpt_dir = out_dir / T.ART_CKPT_DIR
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None and resume.kind == "continue":
+            _relog_missing_epochs(tracker, history)
+            tracker.set_tags({T.TAG_CONTINUED: start_epoch})
+        else:
+            lineage = _start_run_records(
+                tracker, task, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags
+            )
+        if resume is not None:
+            _restore_rng(resume.state["rng"])  # last: construction above consumed randomness
+
+        stop_reason = "completed"
+        fault_epoch = int(os.environ.get(FAULT_ENV, "0") or 0)
+        for epoch in range(start_epoch + 1, total_epochs + 1):
+            metrics = _train_one_epoch(
+                task, cfg, model, optimizer, data, weights, primary, loss_weights, device, epoch, total_epochs
+            )
+            metrics.update(_validate(model, data.val, data.heads, primary, device, cfg, loss_weights))
+            scheduler.step()
+            if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
+                raise FloatingPointError(f"the loss became {metrics[T.M_TRAIN_LOSS]} at epoch {epoch}")
+            history.append(metrics)
+
+            value = metrics[cfg.monitor] if cfg.monitor in metrics else None
+            if value is None:
+                raise ValueError(f"monitor {cfg.monitor!r} is not among the metrics: {sorted(metrics)}")
+            improved = best["value"] is None or (
+                value < best["value"] if _minimize(cfg.monitor) else value > best["value"]
+            )
+            if improved:
+                best = {"value": float(value), "epoch": epoch, "metric": cfg.monitor}
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                patience_count = 0
+            else:
+                patience_count += 1
+
+            state = {
+                "task": task.name,
+                "config": cfg.to_dict(),
+                "info": _jsonable(info),
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "best_model": best_state,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best": best,
+                "patience_count": patience_count,
+                "sampling_weights": weights,
+                "lineage": lineage,
+                "run_id": tracker.run_id,
+                "rng": _rng_state(),
+            }
+            _write_checkpoints(tracker, ckpt_dir, state, epoch, improved, cfg.checkpoint_every)
+            tracker.log_metrics(metrics, step=epoch)
+            log.info(
+                "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.3f  val_f1 %.3f",
+                epoch, total_epochs, metrics[T.M_TRAIN_LOSS], metrics[T.M_VAL_LOSS],
+                metrics[T.M_VAL_ACC], metrics[T.M_VAL_F1],
+            )
+            if fault_epoch == epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if epoch_callback is not None and epoch_callback(epoch, metrics):
+                stop_reason = "pruned"
+                break
+            if cfg.patience and patience_count >= cfg.patience:
+                stop_reason = "early_stopping"
+                log.info("early stopping: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
+                break
+
+        result = _finish(task, cfg, model, best_state, data, info, tracker, history, best, device,
+                         stop_reason, out_dir, weights, loss_weights)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of fit
+
+
+def _run_name(task: Task, cfg: TrainConfig, resume: Resume | None) -> str:
+    name = task.run_name(cfg)
+    if resume is not None and resume.kind == "branch":
+        name += f"-from-e{int(resume.state['epoch']):03d}"
+    return name
+
+
+def _start_run_records(tracker, task, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags):
+    """Params, tags, config, split, dataset and (branch) lineage records of a new run."""
+    import yaml
+
+    params = dict(cfg.to_dict())
+    params.update({f"{T.PARAM_WEIGHT_PREFIX}{c}": w for c, w in weights.items()})
+    params.update({
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test) if data.test is not None else 0,
+        "n_classes": len(data.class_names),
+        "split_scheme": data.split.get("scheme", cfg.split),
+    })
+    tracker.log_params(params)
+    tags = {T.TAG_TASK: task.name, T.TAG_MODALITY: task.modality, T.TAG_DATASET: task.dataset}
+    tags.update(pretrained_tags)
+    tags.update(extra_tags or {})
+    entry = {
+        "run_id": tracker.run_id,
+        "task": task.name,
+        "sampling_weights": weights,
+        "started_at_epoch": 0,
+    }
+    if resume is not None:
+        parent = resume.state
+        parent_run = parent.get("run_id")
+        root = lineage[0]["run_id"] if lineage else parent_run
+        entry.update({
+            "started_at_epoch": int(parent["epoch"]),
+            "resumed_from": resume.uri,
+            "parent_run_id": parent_run,
+        })
+        if lineage:
+            lineage[-1] = {**lineage[-1], "checkpoint": resume.uri, "epoch": int(parent["epoch"])}
+        tags.update({
+            T.TAG_PARENT_RUN: parent_run or "",
+            T.TAG_ROOT_RUN: root or "",
+            T.TAG_RESUMED_FROM: resume.uri,
+            T.TAG_RESUMED_EPOCH: int(parent["epoch"]),
+            T.TAG_LINEAGE_DEPTH: len(lineage),
+        })
+        tracker.log_text(_weight_changes(parent.get("sampling_weights", {}), weights, resume.uri,
+                                         int(parent["epoch"])), T.ART_WEIGHT_CHANGES)
+    else:
+        tags[T.TAG_LINEAGE_DEPTH] = 0
+    lineage = [*lineage, entry]
+    tracker.set_tags(tags)
+    tracker.log_text(yaml.safe_dump({"task": task.name, **cfg.to_dict()}, sort_keys=False), T.ART_CONFIG)
+    tracker.log_text(json.dumps(data.split, indent=2, default=str), T.ART_SPLIT)
+    if resume is not None:
+        tracker.log_text(json.dumps(lineage, indent=2, default=str), T.ART_LINEAGE)
+    if data.skipped_files:
+        tracker.log_text("\n".join(f"{p}\t{why}" for p, why in data.skipped_files), "skipped_files.tsv")
+    tracker.log_metrics({T.M_SKIPPED: len(data.skipped_files)}, step=0)
+    tracker.log_input({"dataset": task.dataset, **{k: v for k, v in data.info.items()
+                                                    if isinstance(v, (str, int, float))}})
+    return lineage
+
+
+def _weight_changes(old: dict[str, float], new: dict[str, float], uri: str, epoch: int) -> str:
+    lines = [f"resumed from {uri} at epoch {epoch}"]
+    changed = False
+    for c in new:
+        o = old.get(c, 1.0)
+        if o != new[c]:
+            changed = True
+            lines.append(f"{c}: {o:g} -> {new[c]:g}")
+    if not changed:
+        lines.append("sampling weights unchanged: " + format_weights(new))
+    return "\n".join(lines) + "\n"
+
+
+def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_weights, device,
+                     epoch, total_epochs) -> dict[str, float]:
+    import torch
+    from tqdm.auto import tqdm
+
+    # The epoch's order depends on (seed, epoch) alone, so a resumed run sees the same batches.
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    loader = _loader(data.train, cfg, gen, data.train_targets, weights, data.class_names)
+    model.train()
+    lr = optimizer.param_groups[0]["lr"]
+    total, n, t0 = 0.0, 0, time.perf_counter()
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", leave=False, disable=None, unit="batch")
+    for batch in bar:
+        batch = _to_device(batch, device)
+        out = model(batch)
+        loss = sum(loss_weights.get(h, 1.0) * criterion(out[h], batch[h]) for h in data.heads)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bs = int(batch[primary].shape[0])
+        total += float(loss.detach()) * bs
+        n += bs
+        if bar.disable is False:
+            bar.set_postfix(loss=f"{total / n:.4f}")
+    dt = time.perf_counter() - t0
+    return {
+        T.M_TRAIN_LOSS: total / max(n, 1),
+        T.M_LR: lr,
+        T.M_EPOCH_TIME: dt,
+        T.M_SAMPLES_PER_S: n / dt if dt > 0 else 0.0,
+    }
+
+
+def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val") -> dict[str, float]:
+    from emoexp.evaluation import classification_metrics, predict
+
+    preds = predict(model, dataset, heads, device, cfg.batch_size, _collate)
+    out: dict[str, float] = {}
+    total_loss = 0.0
+    for head, classes in heads.items():
+        p = preds[head]
+        total_loss += loss_weights.get(head, 1.0) * p["loss"]
+        m = classification_metrics(p["targets"], p["probs"], classes)
+        is_primary = head == primary
+        out[T.head_metric(head, f"{prefix}_loss", is_primary)] = p["loss"]
+        out[T.head_metric(head, f"{prefix}_accuracy", is_primary)] = m["accuracy"]
+        out[T.head_metric(head, f"{prefix}_macro_f1", is_primary)] = m["macro_f1"]
+        for c, f1 in m["f1"].items():
+            out[T.head_metric(head, f"{prefix}_f1.{c}", is_primary)] = f1
+    if len(heads) > 1:
+        out[f"{prefix}_loss"] = total_loss  # the objective across heads; primary is head-named
+    return out
+
+
+def _finish(task, cfg, model, best_state, data, info, tracker, history, best, device, stop_reason,
+            out_dir, weights, loss_weights) -> Result:
+    """Best weights back in, test metrics, evaluation artifacts, the MLflow model."""
+    from emoexp.evaluation import write_eval_artifacts
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    f1s = [h[T.M_VAL_F1] for h in history if T.M_VAL_F1 in h]
+    final = {T.M_BEST_VAL_F1: max(f1s) if f1s else float("nan"), T.M_BEST_EPOCH: best["epoch"]}
+    test_metrics: dict[str, float] = {}
+    eval_set, split_name = (data.test, "test") if data.test is not None and len(data.test) else (data.val, "val")
+    if data.test is not None and len(data.test):
+        test_metrics = _validate(model, data.test, data.heads, data.primary_head, device, cfg,
+                                 loss_weights, prefix="test")
+        final.update({k: v for k, v in test_metrics.items() if "_f1." not in k})
+    tracker.log_metrics(final, step=len(history))  # history holds every epoch from 1
+    tracker.set_tags({T.TAG_STOP_REASON: stop_reason})
+    eval_dir = out_dir / T.ART_EVAL_DIR
+    write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
+                         split_name, history)
+    if tracker.enabled:
+        tracker.log_artifacts(eval_dir, T.ART_EVAL_DIR)
+        if cfg.log_model:
+            from emoexp.serving import log_model
+
+            log_model(task, cfg, info, best_state or model.state_dict(), data.input_example)
+    return Result(
+        run_id=tracker.run_id, monitor=cfg.monitor, best_value=float(best["value"]),
+        best_epoch=int(best["epoch"]), history=history, test_metrics=test_metrics,
+        output_dir=out_dir, stop_reason=stop_reason, sampling_weights=weights,
+    )
+
+
+def _write_checkpoints(tracker, ckpt_dir: Path, state, epoch: int, improved: bool, every: int) -> None:
+    from emoexp.checkpoints import save_checkpoint
+
+    last = save_checkpoint(state, ckpt_dir / T.ART_LAST)
+    files = [last]
+    if improved:
+        files.append(save_checkpoint(state, ckpt_dir / T.ART_BEST))
+    if every and epoch % every == 0:
+        files.append(save_checkpoint(state, ckpt_dir / T.epoch_checkpoint_name(epoch)))
+    for f in files:
+        tracker.log_artifact(f, T.ART_CKPT_DIR)
+
+
+def _relog_missing_epochs(tracker, history: list[dict[str, float]]) -> None:
+    """A kill between a checkpoint and its metrics would leave a hole in the curves: fill it."""
+    if not tracker.enabled:
+        return
+    logged = tracker.logged_metric_steps().get(T.M_TRAIN_LOSS, set())
+    for epoch, metrics in enumerate(history, start=1):
+        if epoch not in logged:
+            tracker.log_metrics(metrics, step=epoch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimisation, data loading, state
+
+
+def _optimizer(cfg: TrainConfig, model):
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(cfg: TrainConfig, optimizer, total_epochs: int):
+    import torch
+
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_epochs, 1))
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _restore(resume: Resume, cfg, model, optimizer, scheduler, total_epochs: int) -> None:
+    st = resume.state
+    model.load_state_dict(st["model"])
+    optimizer.load_state_dict(st["optimizer"])
+    with contextlib.suppress(Exception):  # a scheduler kind changed on a branch: start it fresh
+        scheduler.load_state_dict(st["scheduler"])
+    if hasattr(scheduler, "T_max"):
+        scheduler.T_max = max(total_epochs, 1)
+    parent_lr = st["config"].get("lr")
+    if resume.kind == "branch" and parent_lr is not None and float(parent_lr) != cfg.lr:
+        # A new learning rate on a branch restarts the schedule's base at that rate.
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"] = cfg.lr
+        scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+
+
+def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: list[str]):
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+
+    w = np.array([weights[c] for c in class_names], dtype=np.float64)
+    if np.allclose(w, 1.0):
+        sampler = RandomSampler(dataset, generator=gen)
+    else:
+        # Per-sample weight = its class's weight: "sadness=5" draws sadness windows 5x as often.
+        per_sample = torch.as_tensor(w[np.asarray(targets)], dtype=torch.double)
+        sampler = WeightedRandomSampler(per_sample, num_samples=len(dataset), replacement=True, generator=gen)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=_collate,
+                      num_workers=cfg.num_workers, generator=gen,
+                      persistent_workers=False, drop_last=len(dataset) > cfg.batch_size)
+
+
+def _collate(batch):
+    """Datasets with ``__getitems__`` hand over a batched dict already; others a list of dicts."""
+    if isinstance(batch, dict):
+        return batch
+    from torch.utils.data import default_collate
+
+    return default_collate(batch)
+
+
+def _to_device(batch: dict, device):
+    return {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+def _minimize(metric: str) -> bool:
+    return "loss" in metric
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    st = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": st[0], "pos": int(st[2]), "has_gauss": int(st[3]), "cached": float(st[4]),
+                  "state": torch.from_numpy(st[1].astype(np.int64))},
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _restore_rng(rng: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["key"], n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = rng["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if rng.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _jsonable(x: Any) -> Any:
+    """Data info as builtins only (checkpoints load with weights_only=True)."""
+    return json.loads(json.dumps(x, default=str))
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume entry points
+
+
+def branch(uri: str, overrides: dict[str, Any] | None = None, **fit_kwargs) -> Result:
+    """A new run from a checkpoint, with new settings (sampling weights above all).
+
+    Architecture keys come back from the checkpoint; run-time knobs stay overridable.
+    ``epochs`` is how many more epochs to train.
+    """
+    from emoexp.checkpoints import load_from_uri
+
+    state = load_from_uri(uri)
+    task = get_task(state["task"])
+    cfg = _config_from_state(task, state, {**(overrides or {}), "resume_from": uri})
+    return fit(task, cfg, resume=Resume("branch", state, uri), **fit_kwargs)
+
+
+def continue_run(run_id: str, **fit_kwargs) -> Result:
+    """The same run, after a crash or kill, from its last checkpoint (local staging or artifact)."""
+    from mlflow import MlflowClient
+
+    from emoexp.checkpoints import CheckpointError, load_checkpoint, resolve_local
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:
+        raise ValueError(f"run {run_id}: not found in {_tracking_uri()} ({e})") from None
+    if run.info.status == "FINISHED" and run.data.tags.get(T.TAG_STOP_REASON):
+        raise ValueError(f"run {run_id} already FINISHED ({run.data.tags[T.TAG_STOP_REASON]}); "
+                         "branch from it with `emoexp resume runs:/<id>/checkpoints/last.pt` instead")
+    candidates = []
+    local = T.local_run_dir(run_id) / T.ART_CKPT_DIR / T.ART_LAST
+    if local.is_file():
+        with contextlib.suppress(CheckpointError):
+            candidates.append((load_checkpoint(local), str(local)))
+    uri = f"runs:/{run_id}/{T.ART_CKPT_DIR}/{T.ART_LAST}"
+    with contextlib.suppress(CheckpointError):
+        candidates.append((load_checkpoint(resolve_local(uri)), uri))
+    if not candidates:
+        raise ValueError(f"run {run_id} has no readable checkpoints/last.pt to continue from")
+    state, src = max(candidates, key=lambda c: c[0]["epoch"])
+    task = get_task(state["task"])
+    cfg = _config_from_state(task, state, {})
+    log.info("continuing run %s from epoch %d (%s)", run_id, state["epoch"], src)
+    return fit(task, cfg, resume=Resume("continue", state, src, run_id=run_id), **fit_kwargs)
+
+
+def _config_from_state(task: Task, state: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    saved = dict(state["config"])
+    base = apply_overrides(task.default_config(), saved)
+    arch = set(task.config_cls.ARCH_KEYS)
+    clash = {k for k in overrides if k.replace("-", "_") in arch and str(overrides[k]) != str(saved.get(k.replace("-", "_")))}
+    if clash:
+        raise ValueError(f"cannot change architecture keys on resume: {', '.join(sorted(clash))} "
+                         "(they define the checkpoint's network)")
+    return apply_overrides(base, overrides)
+
+
+def _tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()

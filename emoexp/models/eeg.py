@@ -1,0 +1,70 @@
+"""EEG encoders: (B, channels, time) -> (B, latent_dim)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from emoexp.models.registry import register_model
+
+
+def conv_block(in_ch: int, out_ch: int, kernel_size: int = 7, stride: int = 2) -> nn.Sequential:
+    """Conv1d -> BatchNorm1d -> ReLU; with stride 2 it halves the time axis (rounding up)."""
+    return nn.Sequential(
+        # No conv bias: the BatchNorm that follows subtracts the mean, so a bias would be dead weight.
+        nn.Conv1d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm1d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register_model("eeg_cnn")
+class EEGEncoder(nn.Module):
+    """Four strided temporal conv blocks, global average pooling, a linear projection.
+
+    Pooling over time makes the encoder indifferent to the window length (any T >= 16).
+    """
+
+    def __init__(self, in_channels: int = 30, latent_dim: int = 128, dropout: float = 0.1):
+        super().__init__()
+        self.in_channels = in_channels
+        self.latent_dim = latent_dim
+        self.features = nn.Sequential(
+            conv_block(in_channels, 64),  # T -> T/2
+            conv_block(64, 128),  # -> T/4
+            conv_block(128, 256),  # -> T/8
+            conv_block(256, 256),  # -> T/16
+        )
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(256, latent_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.pool(self.features(x)).squeeze(-1)  # (B, 256, 1) -> (B, 256)
+        return self.proj(self.dropout(h))
+
+
+@register_model("eeg_cnn_lstm")
+class EEGEncoderLSTM(nn.Module):
+    """Two strided conv blocks, then a 2-layer bidirectional LSTM over the shortened sequence.
+
+    The convs shorten T by 4 before the LSTM, which keeps the recurrent part cheap on long windows.
+    """
+
+    def __init__(
+        self, in_channels: int = 30, latent_dim: int = 128, hidden: int = 64, dropout: float = 0.1
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.latent_dim = latent_dim
+        self.features = nn.Sequential(conv_block(in_channels, 64), conv_block(64, 128))
+        self.lstm = nn.LSTM(
+            128, hidden, num_layers=2, batch_first=True, bidirectional=True, dropout=dropout
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(2 * hidden, latent_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(x).transpose(1, 2)  # (B, 128, T/4) -> (B, T/4, 128)
+        out, _ = self.lstm(h)  # (B, T/4, 2*hidden)
+        pooled = out.mean(dim=1)  # (B, T/4, 2*hidden) -> (B, 2*hidden)
+        return self.proj(self.dropout(pooled))

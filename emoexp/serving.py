@@ -1,0 +1,119 @@
+"""MLflow pyfunc wrapper that carries its own preprocessing, and logging it.
+
+A served model takes raw-ish inputs (an EEG window, a waveform, ...) as a dict of named arrays
+and returns one row per sample: ``label`` and ``prob_<class>`` for the primary head, and
+``<head>.label`` / ``<head>.prob_<class>`` for the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from emoexp import tracking as T
+
+log = logging.getLogger(__name__)
+
+
+class EmoexpModel(mlflow.pyfunc.PythonModel):
+    """Rebuilds the task's network from the checkpoint inside the MLflow model."""
+
+    def load_context(self, context) -> None:
+        self._load(context.artifacts[T.MODEL_CHECKPOINT])
+
+    def _load(self, path: str) -> None:
+        import torch
+
+        from emoexp.checkpoints import load_checkpoint
+        from emoexp.config import apply_overrides
+        from emoexp.tasks import get_task
+
+        st = load_checkpoint(path)
+        self.task = get_task(st["task"])
+        self.cfg = apply_overrides(self.task.default_config(), st["config"])
+        self.info = st["info"]
+        self.model = self.task.build_model(self.cfg, self.info)
+        self.model.load_state_dict(st["model"])
+        self.model.eval()
+        self._torch = torch
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        return predict_frame(self.task, self.cfg, self.info, self.model, model_input)
+
+
+def predict_frame(task, cfg, info, model, model_input):
+    """Inputs (dict of arrays, or one array for the task's first input) -> a DataFrame."""
+    import pandas as pd
+    import torch
+
+    if not isinstance(model_input, dict):
+        if isinstance(model_input, pd.DataFrame):
+            raise ValueError("send tensors as {'inputs': {name: array}}; dataframe payloads are not supported")
+        model_input = {task.serving_inputs[0]: np.asarray(model_input)}
+    batch = task.serving_batch(model_input, cfg, info)
+    with torch.no_grad():
+        out = model(batch)
+    heads = info["heads"]
+    primary = next(iter(heads))
+    cols: dict[str, Any] = {}
+    for head, classes in heads.items():
+        p = torch.softmax(out[head].float(), dim=-1).cpu().numpy()
+        pre = "" if head == primary else f"{head}."
+        cols[f"{pre}label"] = [classes[i] for i in p.argmax(axis=1)]
+        for k, c in enumerate(classes):
+            cols[f"{pre}prob_{c}"] = p[:, k].astype(np.float64)
+    return pd.DataFrame(cols)
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pkgs = ["torch", "torchaudio", "mlflow", "numpy", "pandas", "scipy", "scikit-learn", "soundfile", "pyyaml"]
+    reqs = []
+    for p in pkgs:
+        try:
+            reqs.append(f"{p}=={version(p).split('+')[0]}")
+        except Exception:
+            reqs.append(p)
+    return reqs
+
+
+def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: dict[str, np.ndarray]):
+    """Log the model as ``model`` in the active run: pyfunc, signature, input example, weights."""
+    import warnings
+
+    from mlflow.models import infer_signature
+
+    from emoexp.checkpoints import save_checkpoint
+    from emoexp.engine import _jsonable
+
+    # Our wrapper is a class in an installed package (code_paths carries it too); MLflow's
+    # generic advice about cloudpickle and type hints does not apply.
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = save_checkpoint(
+            {"task": task.name, "config": cfg.to_dict(), "info": _jsonable(info),
+             "model": {k: v.detach().cpu() for k, v in state_dict.items()}, "epoch": 0},
+            Path(tmp) / f"{T.MODEL_CHECKPOINT}.pt",
+        )
+        wrapper = EmoexpModel()
+        wrapper._load(str(ckpt))
+        example = {k: np.asarray(v) for k, v in input_example.items()}
+        output = predict_frame(wrapper.task, wrapper.cfg, wrapper.info, wrapper.model, example)
+        signature = infer_signature(example, output)
+        pkg_dir = Path(__file__).resolve().parent
+        return mlflow.pyfunc.log_model(
+            name=T.MODEL_NAME,
+            python_model=EmoexpModel(),
+            artifacts={T.MODEL_CHECKPOINT: str(ckpt)},
+            code_paths=[str(pkg_dir)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )

@@ -1,0 +1,251 @@
+"""The MLflow vocabulary (names as constants, used by producer and consumer) and run lifecycle.
+
+Everything the engine tells a tracker goes through :class:`Tracker`; :class:`NullTracker`
+does nothing (benchmarks measure tracking on vs off with it), :class:`MlflowTracker` logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Tags -------------------------------------------------------------------------------------------
+TAG_TASK = "emoexp.task"
+TAG_MODALITY = "emoexp.modality"
+TAG_DATASET = "emoexp.dataset"
+TAG_PARENT_RUN = "emoexp.parent_run_id"
+TAG_ROOT_RUN = "emoexp.root_run_id"
+TAG_RESUMED_FROM = "emoexp.resumed_from"
+TAG_RESUMED_EPOCH = "emoexp.resumed_epoch"
+TAG_LINEAGE_DEPTH = "emoexp.lineage_depth"
+TAG_PRETRAINED_FROM = "emoexp.pretrained_from"
+TAG_CONTINUED = "emoexp.continued_at_epoch"
+TAG_CHANNEL_ADAPTER = "emoexp.channel_adapter"
+TAG_STUDY = "emoexp.study"
+TAG_TRIAL = "emoexp.trial_number"
+TAG_STOP_REASON = "emoexp.stop_reason"
+MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+MLFLOW_DESCRIPTION = "mlflow.note.content"
+
+# Params -----------------------------------------------------------------------------------------
+PARAM_WEIGHT_PREFIX = "sampling_weight."
+
+# Metrics (step = epoch number, starting at 1) ----------------------------------------------------
+M_TRAIN_LOSS = "train_loss"
+M_VAL_LOSS = "val_loss"
+M_VAL_ACC = "val_accuracy"
+M_VAL_F1 = "val_macro_f1"
+M_VAL_F1_CLASS = "val_f1."            # + class name
+M_LR = "lr"
+M_EPOCH_TIME = "epoch_time_s"
+M_SAMPLES_PER_S = "samples_per_s"
+M_BEST_VAL_F1 = "best_val_macro_f1"
+M_BEST_EPOCH = "best_epoch"
+M_TEST_ACC = "test_accuracy"
+M_TEST_F1 = "test_macro_f1"
+M_SKIPPED = "data.skipped_files"
+
+# Artifacts --------------------------------------------------------------------------------------
+ART_CONFIG = "config.yaml"
+ART_CKPT_DIR = "checkpoints"
+ART_BEST = "best.pt"
+ART_LAST = "last.pt"
+ART_LINEAGE = "lineage.json"
+ART_WEIGHT_CHANGES = "weight_changes.log"
+ART_SPLIT = "split.json"
+ART_EVAL_DIR = "eval"
+ART_ERROR = "error.txt"
+MODEL_NAME = "model"                   # the logged MLflow model: runs:/<id>/model
+MODEL_CHECKPOINT = "checkpoint"        # the artifact key of the weights inside the MLflow model
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def head_metric(head: str, metric: str, primary: bool) -> str:
+    """Heads other than the primary prefix their metrics: ``gender.val_accuracy``."""
+    return metric if primary else f"{head}.{metric}"
+
+
+# Trackers ---------------------------------------------------------------------------------------
+
+
+class Tracker:
+    """Tracking off: every call is a no-op. The engine talks only to this interface."""
+
+    run_id: str | None = None
+    enabled = False
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_input(self, info: dict[str, Any]) -> None: ...
+    def logged_metric_steps(self) -> dict[str, set[int]]:
+        return {}
+
+
+NullTracker = Tracker
+
+
+class MlflowTracker(Tracker):
+    """Logs to the active MLflow run (see :func:`mlflow_run`)."""
+
+    enabled = True
+
+    def __init__(self, run_id: str):
+        from mlflow import MlflowClient
+
+        self.run_id = run_id
+        self.client = MlflowClient()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params without colliding with what ``mlflow run`` logged already.
+
+        ``mlflow run`` logs every ``-P`` as given; logging the same key with another string
+        (an absolute path, ``True`` vs ``true``) raises, so keys already present are skipped;
+        the full resolved config is in ``config.yaml`` either way.
+        """
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        fresh = []
+        for k, v in params.items():
+            s = _param_str(v)
+            if k in existing:
+                if existing[k] != s:
+                    log.debug("param %s already logged as %r (resolved: %r)", k, existing[k], s)
+                continue
+            fresh.append(Param(k, s))
+        for i in range(0, len(fresh), 100):  # the store's batch limit
+            self.client.log_batch(self.run_id, params=fresh[i : i + 100], synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_input(self, info: dict[str, Any]) -> None:
+        """Record the dataset (name, digest, source) with ``mlflow.log_input``."""
+        import warnings
+
+        import mlflow
+        import pandas as pd
+
+        try:
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            df = pd.DataFrame([{k: str(v) for k, v in info.items() if k != "source"}])
+            ds = mlflow.data.from_pandas(
+                df, source=str(info.get("source", "")), name=str(info.get("dataset", "dataset"))
+            )
+            mlflow.log_input(ds, context="training")
+        except Exception as e:  # lineage of inputs is informative, never fatal
+            log.warning("could not log the dataset input: %s", e)
+
+    def logged_metric_steps(self) -> dict[str, set[int]]:
+        run = self.client.get_run(self.run_id)
+        out: dict[str, set[int]] = {}
+        for key in run.data.metrics:
+            out[key] = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+        return out
+
+
+def _param_str(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)[:6000]
+
+
+@contextlib.contextmanager
+def mlflow_run(
+    *,
+    experiment_name: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+) -> Iterator[MlflowTracker]:
+    """Start (or re-attach to) a run and end it with the right status, in one place.
+
+    Inside ``mlflow run`` (``MLFLOW_RUN_ID`` set) the step's own run is re-attached. An
+    exception ends the run FAILED with its traceback as ``error.txt``; Ctrl-C ends it KILLED.
+    """
+    import mlflow
+
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    kwargs: dict[str, Any] = {}
+    if run_id:
+        kwargs["run_id"] = run_id
+    elif env_run and not nested and mlflow.active_run() is None:
+        kwargs["run_id"] = env_run
+    else:
+        exp = experiment_name or "Default"
+        if not nested or mlflow.active_run() is None:
+            mlflow.set_experiment(exp)
+        kwargs["run_name"] = run_name
+        kwargs["nested"] = nested
+    if description and "run_id" not in kwargs:
+        kwargs["description"] = description
+    run = mlflow.start_run(**kwargs, tags=tags)
+    tracker = MlflowTracker(run.info.run_id)
+    if description and "run_id" in kwargs:
+        tracker.set_tags({MLFLOW_DESCRIPTION: description})
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        _end_with_error(tracker, "KILLED")
+        raise
+    except BaseException:
+        _end_with_error(tracker, "FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _end_with_error(tracker: MlflowTracker, status: str) -> None:
+    import mlflow
+
+    try:
+        tracker.log_text(traceback.format_exc(), ART_ERROR)
+    except Exception:  # the store itself may be the problem; the status matters more
+        log.exception("could not log the traceback")
+    mlflow.end_run(status)
+
+
+def local_run_dir(run_id: str | None, output_dir: str = "") -> Path:
+    """Where a run stages its checkpoints before they go to the artifact store."""
+    if output_dir:
+        return Path(output_dir)
+    if run_id:
+        return Path(".emoexp") / "runs" / run_id
+    return Path(tempfile.mkdtemp(prefix="emoexp-run-"))

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny synthetic datasets (real formats) and a throwaway MLflow store."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+# The tests never touch the user's caches or stores.
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("emoexp")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(session_tmp):
+    """Caches and the MLflow store live in a temp folder for the whole session."""
+    old = {k: os.environ.get(k) for k in ("EMOEXP_CACHE_DIR", "MLFLOW_TRACKING_URI")}
+    os.environ["EMOEXP_CACHE_DIR"] = str(session_tmp / "cache")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{session_tmp / 'mlflow.db'}"
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """Checkpoint staging (.emoexp/) goes to the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def faced_root(session_tmp) -> Path:
+    from emoexp.data.synth import synth_faced
+
+    return Path(synth_faced(session_tmp / "faced", subjects=5, seed=0, n_samples=1500))
+
+
+@pytest.fixture(scope="session")
+def eav_root(session_tmp) -> Path:
+    from emoexp.data.synth import synth_eav
+
+    return Path(synth_eav(session_tmp / "eav", subjects=5, seed=1, trials=20, n_samples=4000))
+
+
+@pytest.fixture
+def tiny(faced_root):
+    """Small, fast settings shared by engine tests."""
+    return {"window_size": 256, "stride": 128, "batch_size": 32, "log_model": False}
