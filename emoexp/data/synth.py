@@ -1,0 +1,184 @@
+"""Small synthetic datasets in the real on-disk formats, with a planted class signal.
+
+They exercise the real loaders end to end (no special code path) and are learnable: a few EEG
+channels carry an oscillation whose frequency depends on the class, so a small CNN trained on
+some subjects beats chance on held-out ones within a few epochs. Everything else is 1/f noise.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from emoexp.data.eav import EAV_CLASSES, EAV_N_CHANNELS, EAV_SAMPLE_RATE
+from emoexp.data.faced import (
+    FACED_CHANNELS,
+    FACED_CLIP_EMOTION,
+    FACED_EEG_CHANNELS,
+    FACED_SAMPLE_RATE,
+)
+
+# FACED channels carrying the class oscillation (midline, central and occipital sites).
+FACED_PLANT_CHANNELS = [FACED_EEG_CHANNELS.index(c) for c in ("FZ", "CZ", "C3", "C4", "PZ", "OZ", "O1", "O2")]
+# EAV channel names are unknown; any fixed 8 of the 30 do.
+EAV_PLANT_CHANNELS = [2, 5, 9, 12, 15, 20, 24, 28]
+
+
+def faced_plant_frequency(emotion: int) -> float:
+    """Hz of the oscillation planted for FACED emotion ``emotion`` (5 .. 25 Hz)."""
+    return 5.0 + 2.5 * emotion
+
+
+def eav_plant_frequency(emotion: int) -> float:
+    """Hz of the oscillation planted for EAV class ``emotion`` (6 .. 22 Hz)."""
+    return 6.0 + 4.0 * emotion
+
+
+def pink_noise(rng: np.random.Generator, shape: tuple[int, ...], sample_rate: float, std: float) -> np.ndarray:
+    """Noise with a 1/f power spectrum along the last axis, scaled to ``std`` (float64)."""
+    n = shape[-1]
+    spectrum = np.fft.rfft(rng.standard_normal(shape), axis=-1)
+    freqs = np.fft.rfftfreq(n, d=1.0 / sample_rate)
+    # amplitude 1/sqrt(f) -> power 1/f; below 1 Hz kept flat so the drift stays bounded
+    spectrum *= 1.0 / np.sqrt(np.maximum(freqs, 1.0))
+    x = np.fft.irfft(spectrum, n=n, axis=-1)
+    x *= std / x.std(axis=-1, keepdims=True)
+    return x
+
+
+def _plant(
+    x: np.ndarray, emotions: np.ndarray, channels: list[int], freq: Callable[[int], float],
+    sample_rate: float, amplitude: float, rng: np.random.Generator,
+) -> None:
+    """Add the class oscillation in place to x (trials, channels, T)."""
+    n_trials, _, n = x.shape
+    t = np.arange(n) / sample_rate
+    gains = rng.uniform(0.7, 1.3, size=len(channels))           # subject-specific, +-30%
+    offsets = rng.uniform(-0.5, 0.5, size=len(channels))        # subject-specific phase lag
+    for i in range(n_trials):
+        f = freq(int(emotions[i]))
+        phase = rng.uniform(0, 2 * np.pi)                        # random per trial/clip
+        scale = amplitude * rng.uniform(0.8, 1.2)
+        # (channels, 1) x (1, T) -> (channels, T)
+        x[i, channels] += (scale * gains)[:, None] * np.sin(
+            2 * np.pi * f * t[None, :] + phase + offsets[:, None]
+        )
+
+
+def synth_faced(
+    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n_samples: int = 2500
+) -> Path:
+    """Write ``out/Processed_data/sub000.pkl ...``: each a pickled float64 (28, 32, n_samples)."""
+    out = Path(out)
+    folder = out / "Processed_data"
+    folder.mkdir(parents=True, exist_ok=True)
+    emotions = np.asarray(FACED_CLIP_EMOTION)
+    for s in range(subjects):
+        rng = np.random.default_rng([seed, s])
+        x = pink_noise(rng, (len(FACED_CLIP_EMOTION), len(FACED_CHANNELS), n_samples),
+                       FACED_SAMPLE_RATE, std=15.0)
+        # mastoids A2, A1 (indices 30, 31) stay plain noise
+        _plant(x, emotions, FACED_PLANT_CHANNELS, faced_plant_frequency, FACED_SAMPLE_RATE,
+               amplitude=8.0, rng=rng)
+        with open(folder / f"sub{s:03d}.pkl", "wb") as f:
+            pickle.dump(x, f)
+    return out
+
+
+def _eav_media_stem(trial: int, condition: str, emotion: int) -> str:
+    # Trial_MM restarts at 01 in every block of 20 trials, as in the real video names
+    return f"{trial:03d}_Trial_{(trial - 1) % 20 + 1:02d}_{condition.capitalize()}_{EAV_CLASSES[emotion].capitalize()}"
+
+
+def _speech(
+    rng: np.random.Generator, emotion: int, n: int, rate: int, actor_pitch: float,
+    timbre: np.ndarray,
+) -> np.ndarray:
+    """A harmonic 'voice' whose pitch and syllable rhythm depend on the class (float64, mono)."""
+    t = np.arange(n) / rate
+    f0 = (110.0, 150.0, 190.0, 240.0, 300.0)[emotion] * actor_pitch * rng.uniform(0.97, 1.03)
+    vibrato = 1.0 + 0.01 * np.sin(2 * np.pi * 5.0 * t)
+    phase = 2 * np.pi * f0 * np.cumsum(vibrato) / rate
+    voice = sum(w * np.sin((h + 1) * phase) for h, w in enumerate(timbre))
+    syllable_rate = (2.0, 2.5, 4.5, 4.0, 1.5)[emotion]
+    envelope = np.clip(np.sin(2 * np.pi * syllable_rate * t + rng.uniform(0, 2 * np.pi)), 0, None)
+    loudness = (0.5, 0.3, 1.0, 0.8, 0.35)[emotion]
+    y = loudness * envelope * voice + 0.02 * rng.standard_normal(n)
+    return 0.8 * y / np.max(np.abs(y))
+
+
+def synth_eav(
+    out: str | os.PathLike,
+    *,
+    subjects: int = 4,
+    seed: int = 0,
+    trials: int = 20,
+    n_samples: int = 2000,
+    audio_rate: int = 22050,
+    with_audio: bool = True,
+    with_video: bool = False,
+) -> Path:
+    """Write ``out/subject{N}/EEG/...`` (+ ``Audio/`` wavs of the speaking trials).
+
+    Trials alternate listening (odd 1-based number) and speaking (even), in pairs with the same
+    emotion; label row = 2 * emotion + (1 if speaking else 0). No video is written
+    (``with_video`` is accepted for the CLI but does nothing yet): the loader reads the speaking
+    trials' conditions from the audio names and infers the listening ones from the label rows,
+    or from trial parity when ``with_audio`` is False.
+    """
+    import scipy.io
+    import soundfile as sf
+
+    if trials < 10 or trials % 10:
+        raise ValueError(f"trials must be a positive multiple of 10, not {trials}")
+    del with_video  # video synthesis is not implemented; nothing is written for it
+    out = Path(out)
+    n_pairs = trials // 2
+    for s in range(1, subjects + 1):
+        rng = np.random.default_rng([seed, s])
+        folder = out / f"subject{s}"
+        (folder / "EEG").mkdir(parents=True, exist_ok=True)
+        # each emotion gets trials/10 listen+speak pairs, in a shuffled order
+        pair_emotion = rng.permutation(np.repeat(np.arange(len(EAV_CLASSES)), n_pairs // len(EAV_CLASSES)))
+        emotions = np.repeat(pair_emotion, 2)                   # (trials,)
+        speaking = np.tile([0, 1], n_pairs)                     # trial 1 listens, trial 2 speaks
+        rows = 2 * emotions + speaking
+        x = pink_noise(rng, (trials, EAV_N_CHANNELS, n_samples), EAV_SAMPLE_RATE, std=15.0)
+        _plant(x, emotions, EAV_PLANT_CHANNELS, eav_plant_frequency, EAV_SAMPLE_RATE,
+               amplitude=8.0, rng=rng)
+        # (trials, 30, T) -> (T, 30, trials), the layout of the real .mat files
+        eeg = np.ascontiguousarray(x.transpose(2, 1, 0))
+        label = np.zeros((2 * len(EAV_CLASSES), trials))
+        label[rows, np.arange(trials)] = 1.0
+        # both variable names occur in the real release
+        key = "seg1" if s % 2 == 1 else "seg"
+        scipy.io.savemat(folder / "EEG" / f"subject{s}_eeg.mat", {key: eeg})
+        scipy.io.savemat(folder / "EEG" / f"subject{s}_eeg_label.mat", {"label": label})
+        if with_audio:
+            (folder / "Audio").mkdir(exist_ok=True)
+            n_audio = int(round(n_samples / EAV_SAMPLE_RATE * audio_rate))
+            actor_pitch = rng.uniform(0.85, 1.15)
+            timbre = rng.uniform(0.2, 1.0, size=6) / np.arange(1, 7)
+            for i in np.flatnonzero(speaking):
+                y = _speech(rng, int(emotions[i]), n_audio, audio_rate, actor_pitch, timbre)
+                name = _eav_media_stem(i + 1, "speaking", int(emotions[i])) + "_Aud.wav"
+                sf.write(folder / "Audio" / name, y, audio_rate, subtype="PCM_16")
+    return out
+
+
+SYNTHESIZERS: dict[str, Callable[..., Path]] = {"faced": synth_faced, "eav": synth_eav}
+
+
+def synth(name: str, out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, **options) -> Path:
+    """Write the synthetic dataset ``name`` to ``out`` and return the folder to load from."""
+    try:
+        make = SYNTHESIZERS[name]
+    except KeyError:
+        raise ValueError(
+            f"no synthetic generator for {name!r}; known: {', '.join(sorted(SYNTHESIZERS))}"
+        ) from None
+    return make(out, subjects=subjects, seed=seed, **options)
