@@ -15,9 +15,12 @@
    * the end-to-end rate of the two together (the engine's training loop, minus its bookkeeping);
    * (i) peak RSS of the process (``ru_maxrss`` and /proc/self/status ``VmHWM``) plus the peak of
      each phase (a sampler thread reads VmRSS every 20 ms).
-   The engine has no "max batches" option, so training is timed over ``--train-batches`` batches
-   with the same DataLoader and model the engine builds, instead of a whole epoch (at ~100
-   windows/s a full-scale epoch takes 10+ minutes on 2 cores).
+   The engine has no "max batches" option, so the rates are timed over ``--train-batches``
+   batches with the same DataLoader and model the engine builds, instead of a whole epoch.
+3. Unless ``--no-fit``: in another fresh subprocess, the real thing, ``fit(track=False,
+   epochs=1)`` on all subjects (subject split 60/20/20: train, validation, test, evaluation
+   artifacts), for the engine's own peak RSS, epoch time and samples/s. A few minutes on 2 idle
+   cores (~500 windows/s); several times longer when other processes compete for the CPUs.
 
 Targets (issue): peak RSS <= 1.5 GB while training; loading rate >= 10x consumption rate.
 Note: the caches were just written, so reads are served from the page cache (which does not
@@ -63,8 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="interleaved slices the timings are split into (default 4)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32, the task's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the measuring process (default 2)")
+    p.add_argument("--no-fit", action="store_true", help="skip the full fit(track=False, epochs=1) run")
     p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/bench_faced_scale.json)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: measure, write JSON here
+    p.add_argument("--child-fit", default=None, help=argparse.SUPPRESS)  # internal: fit, write JSON here
     return p.parse_args(argv)
 
 
@@ -269,12 +274,64 @@ def child(args: argparse.Namespace) -> None:
     Path(args.child).write_text(json.dumps(res, indent=2))
 
 
+def child_fit(args: argparse.Namespace) -> None:
+    """One real epoch through the engine, untracked, all subjects; peak RSS and timings."""
+    import tempfile
+
+    sampler = RssSampler()
+    sampler.start()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from emoexp.config import apply_overrides
+    from emoexp.engine import fit
+    from emoexp.tasks import get_task
+
+    work = Path(tempfile.mkdtemp(prefix="emoexp-bench-fit-"))
+    task = get_task("pretrain_faced")
+    cfg = apply_overrides(task.default_config(), {
+        "data_dir": args.data, "cache_dir": args.cache_dir, "max_subjects": args.subjects,
+        "epochs": 1, "seed": 0, "patience": 0, "device": "cpu", "log_model": False,
+        "batch_size": args.batch_size, "output_dir": str(work / "out"),
+    })
+    marks: dict[str, float] = {}
+
+    def on_epoch(epoch, metrics):
+        marks["epoch_end"] = time.perf_counter()
+        sampler.enter("fit: test + eval artifacts")
+        return False
+
+    sampler.enter("fit: data + train + validation")
+    t0 = time.perf_counter()
+    result = fit(task, cfg, track=False, epoch_callback=on_epoch)
+    t1 = time.perf_counter()
+    sampler.stop()
+    h = result.history[0]
+    res = {
+        "wall_s": t1 - t0,
+        "to_epoch_end_s": marks["epoch_end"] - t0,
+        "after_epoch_s": t1 - marks["epoch_end"],
+        "epoch_time_s": h["epoch_time_s"],
+        "train_windows": int(round(h["samples_per_s"] * h["epoch_time_s"])),
+        "samples_per_s": h["samples_per_s"],
+        "val_loss": h["val_loss"],
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "vmhwm_mb": _status_mb("VmHWM"),
+        "phase_peak_rss_mb": sampler.peaks,
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    Path(args.child_fit).write_text(json.dumps(res, indent=2))
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.child:
         child(args)
+        return {}
+    if args.child_fit:
+        child_fit(args)
         return {}
     t_start = time.perf_counter()
     data = Path(args.data)
@@ -295,6 +352,15 @@ def main(argv=None) -> dict:
     child_s = time.perf_counter() - t0
     r = json.loads(with_tmp.read_text())
     with_tmp.unlink()
+    f = None
+    if not args.no_fit:
+        print("fit(track=False, epochs=1) on all subjects in a fresh process ...", flush=True)
+        fit_cmd = [c if c != "--child" else "--child-fit" for c in cmd]
+        with Contention() as busy:
+            subprocess.run(fit_cmd, check=True)
+        f = json.loads(with_tmp.read_text())
+        f["foreign_cpu"] = busy.foreign
+        with_tmp.unlink()
     load_rate = r["loading"]["windows_per_s"]
     use_rate = r["consumption"]["windows_per_s"]
     ratio = load_rate / use_rate
@@ -314,6 +380,16 @@ def main(argv=None) -> dict:
         ["(ii)/(iii)", f"{ratio:.1f}x", f">= {RATIO_TARGET:g}x: {verdict(ratio, RATIO_TARGET, True)}"],
         ["end-to-end training rate", f"{r['training_end_to_end']['windows_per_s']:.1f} windows/s", ""],
     ]
+    if f is not None:
+        fit_gb = max(f["ru_maxrss_mb"], f["vmhwm_mb"]) / 1024
+        rows += [
+            ["fit(epochs=1): peak RSS ru_maxrss / VmHWM", f"{f['ru_maxrss_mb']:.0f} / {f['vmhwm_mb']:.0f} MB",
+             f"<= {RSS_TARGET_GB} GB: {verdict(fit_gb, RSS_TARGET_GB, False)}"],
+            *[[f"    peak RSS in {k}", f"{v:.0f} MB", ""] for k, v in f["phase_peak_rss_mb"].items()],
+            ["fit: wall / epoch_time_s / after epoch",
+             f"{f['wall_s']:.0f} / {f['epoch_time_s']:.0f} / {f['after_epoch_s']:.0f} s", ""],
+            ["fit: train windows, samples/s", f"{f['train_windows']}, {f['samples_per_s']:.1f}/s", ""],
+        ]
     print()
     print(table(rows, ["measure", "value", "target"]))
     foreign = max(r[k]["foreign_cpu"] for k in ("loading", "consumption", "training_end_to_end"))
@@ -328,6 +404,8 @@ def main(argv=None) -> dict:
         "loading_windows_per_s": load_rate,
         "consumption_windows_per_s": use_rate,
         "loading_over_consumption": ratio,
+        "fit_peak_rss_gb": None if f is None else max(f["ru_maxrss_mb"], f["vmhwm_mb"]) / 1024,
+        "fit": f,
         "loadavg_end": loadavg(),
         "child": r,
     }
