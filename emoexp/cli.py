@@ -182,6 +182,8 @@ def resume(checkpoint, run_id, epochs, weights, lr, experiment_name, run_name, d
         _print_result("resume", result)
         return
     overrides: dict[str, Any] = {}
+    if weights is not None and not weights.strip():
+        weights = None  # empty keeps the parent's weights (the MLproject `resume` default)
     for key, value in (("epochs", epochs), ("weights", weights), ("lr", lr),
                        ("experiment_name", experiment_name), ("run_name", run_name),
                        ("description", description)):

@@ -260,3 +260,10 @@ def test_sampling_weights_change_what_the_model_sees(faced_root):
     share = (labels == 0).mean()
     # anger is 3 of 28 clips (~11%); weighted 20x it becomes ~70% of the draws.
     assert share > 0.5, share
+
+
+def test_runs_list_shows_runs_and_checkpoints(pretrained):
+    res = CliRunner().invoke(cli, ["runs", "list", "--task", "pretrain_faced", "--experiment", "test-pretrain"])
+    assert res.exit_code == 0, res.output
+    row = next(ln for ln in res.output.splitlines() if pretrained.run_id in ln)
+    assert "FINISHED" in row and "last.pt" in row and "best.pt" in row and "epoch_004.pt" in row
