@@ -76,8 +76,8 @@ def train() -> None:
     """
 
 
-def _task_command(task_name: str) -> click.Command:
-    task = get_task(task_name)
+def _task_options(task) -> list[click.Parameter]:
+    """One --dashed option per config field, with the real default and the field's *why*."""
     cls = task.config_cls
     types = field_types(cls)
     helps = field_help(cls)
@@ -94,20 +94,35 @@ def _task_command(task_name: str) -> click.Command:
         params.append(click.Option([opt], **kw))
     params.append(click.Option(["--preset"], type=click.Path(dir_okay=False),
                                help="YAML file of option: value (only what differs from the defaults)."))
+    return params
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    """The options set on the command line (not left at their defaults)."""
+    ctx = click.get_current_context()
+    return {k: v for k, v in values.items()
+            if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+
+
+def _task_overrides(task_name: str, preset: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if preset:
+        data = load_preset(preset)
+        other = data.pop("task", task_name)
+        if other != task_name:
+            raise ConfigError(f"{preset}: a preset for task {other!r}, not {task_name!r}")
+        overrides.update(data)
+    overrides.update(_given(values))
+    return overrides
+
+
+def _task_command(task_name: str) -> click.Command:
+    task = get_task(task_name)
+    params = _task_options(task)
 
     @_user_errors
     def callback(preset: str | None = None, **values: Any) -> None:
-        ctx = click.get_current_context()
-        given = {k: v for k, v in values.items()
-                 if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-        overrides: dict[str, Any] = {}
-        if preset:
-            data = load_preset(preset)
-            other = data.pop("task", task_name)
-            if other != task_name:
-                raise ConfigError(f"{preset}: a preset for task {other!r}, not {task_name!r}")
-            overrides.update(data)
-        overrides.update(given)
+        overrides = _task_overrides(task_name, preset, values)
         cfg = apply_overrides(task.default_config(), overrides)
         _run_training(task, cfg)
 
@@ -145,6 +160,66 @@ def _print_result(name: str, result) -> None:
 
 for _name in list_tasks():
     train.add_command(_task_command(_name))
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep
+
+
+@main.group()
+def sweep() -> None:
+    """Optuna search over a task's options; each trial a nested MLflow run.
+
+    \b
+    emoexp sweep finetune_eav --n-trials 40 --storage sqlite:///optuna.db --data-dir DIR --epochs 10
+    The search space is experiments/sweeps/<task>.yaml (--space picks another); the task's
+    own options after the sweep options fix what is not searched. --n-trials is the study's
+    total: run the same command again to finish an interrupted study, or start it on N
+    machines against one storage (PostgreSQL: --storage postgresql://user:pw@host/db).
+    The parent run gets the best value and params, tag emoexp.best_run_id and the Optuna
+    plots (optuna/*.html).
+    """
+
+
+_SWEEP_OPTIONS = [
+    click.Option(["--n-trials"], type=int, default=20, show_default=True, help="Total trials of the study."),
+    click.Option(["--storage"], default="sqlite:///optuna.db", show_default=True,
+                 help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH."),
+    click.Option(["--study-name"], default="", help="Study name (default: <task>-sweep); reused if it exists."),
+    click.Option(["--space"], default="", help="Search-space YAML (default: experiments/sweeps/<task>.yaml)."),
+    click.Option(["--pruner"], type=click.Choice(["median", "hyperband", "none"]), default="median",
+                 show_default=True, help="Prune trials on the per-epoch validation metric."),
+    click.Option(["--metric"], default="best_val_macro_f1", show_default=True,
+                 help="Objective (maximised; minimised if it is a loss)."),
+    click.Option(["--sweep-seed"], type=int, default=0, show_default=True, help="Seed of the TPE sampler."),
+    click.Option(["--heartbeat"], type=int, default=60, show_default=True,
+                 help="Seconds between trial heartbeats (RDB storages): a killed worker's trial is failed after 2x."),
+]
+
+
+def _sweep_command(task_name: str) -> click.Command:
+    task = get_task(task_name)
+    params = [*_SWEEP_OPTIONS, *_task_options(task)]
+
+    @_user_errors
+    def callback(n_trials, storage, study_name, space, pruner, metric, sweep_seed, heartbeat,
+                 preset=None, **values) -> None:
+        from emoexp.sweeps import run_sweep
+
+        result = run_sweep(task_name, _task_overrides(task_name, preset, values), n_trials=n_trials,
+                           storage=storage, study_name=study_name, space=space, pruner=pruner,
+                           metric=metric, seed=sweep_seed, heartbeat_interval=heartbeat)
+        click.echo(f"\nstudy {result.study_name}: {result.n_trials} trials {result.states}")
+        if result.best_value is not None:
+            click.echo(f"  best {metric} {result.best_value:.4f}  params {result.best_params}")
+            click.echo(f"  best run: {result.best_run_id}   sweep run: {result.parent_run_id}")
+
+    return click.Command(task_name, params=params, callback=callback,
+                         help=f"Sweep {task_name}: {task.summary}", short_help=task.summary)
+
+
+for _name in list_tasks():
+    sweep.add_command(_sweep_command(_name))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,6 +356,85 @@ def _literal(v: str) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False}.get(v.lower(), v)
+
+
+# ------------------------------------------------------------------------------------------------
+# registry: promote, registry list; predict on raw files
+
+
+@main.command()
+@click.argument("modality")
+@click.option("--metric", default="val_macro_f1", show_default=True,
+              help="Compare on this metric of the logged model (minimised if it is a loss).")
+@click.option("--experiment", default="", help="Only runs of this experiment (default: all).")
+@click.option("--alias", type=click.Choice(["staging", "production"]), default="staging", show_default=True,
+              help="staging: the best run if it beats the holder; production: follow @staging.")
+@click.option("--task", "task_name", default=None, help="Only this task of the modality.")
+@_user_errors
+def promote(modality: str, metric: str, experiment: str, alias: str, task_name: str | None) -> None:
+    """Register MODALITY's best runs and move an alias when they beat its holder.
+
+    \b
+    emoexp promote eeg                      # @staging -> the best run of each EEG task, if better
+    emoexp promote eeg --alias production   # @production -> the version holding @staging
+    One line per task; nothing better is not an error (exit 0).
+    """
+    from emoexp.registry import promote as do_promote
+
+    for outcome in do_promote(modality, metric=metric, experiment=experiment or None, alias=alias,
+                              task=task_name):
+        click.echo(outcome.message)
+
+
+@main.group()
+def registry() -> None:
+    """The model registry: emoexp-* models, their versions and aliases."""
+
+
+@registry.command("list")
+@_user_errors
+def registry_list() -> None:
+    """List every version of every emoexp-* registered model."""
+    from emoexp.registry import registry_rows
+
+    rows = registry_rows()
+    if not rows:
+        click.echo("no registered emoexp models")
+        return
+
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    click.echo(f"{'model':22}  {'ver':>3}  {'aliases':18}  {'run_id':32}  {'promoted on':24}  "
+               f"{'best_f1':>7}  {'test_acc':>8}")
+    for r in rows:
+        promoted = f"{r['promoted_metric']}={float(r['promoted_value']):.4f}" if r["promoted_value"] else "-"
+        click.echo(f"{r['model']:22}  {r['version']:>3}  {','.join(r['aliases']) or '-':18}  {r['run_id']:32}  "
+                   f"{promoted:24}  {num(r['best_val_macro_f1']):>7}  {num(r['test_accuracy']):>8}")
+
+
+@main.command()
+@click.argument("model_uri")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write every column to this CSV.")
+@click.option("--overlap", type=float, default=0.0, show_default=True,
+              help="Window overlap in [0, 1): 0 back to back, 0.5 half-overlapping.")
+@_user_errors
+def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: float) -> None:
+    """Predict raw FILES (.npy EEG, FACED .pkl, EAV .mat, .wav) with MODEL_URI, one row per window.
+
+    \b
+    emoexp predict models:/emoexp-eeg-encoder@staging rec.npy sub000.pkl --out preds.csv
+    .npy holds (C, T) or (B, C, T) EEG at the model's sample rate; .pkl and .mat are resampled.
+    """
+    from emoexp.predict import predict_files
+
+    df = predict_files(model_uri, list(files), overlap=overlap)
+    click.echo(df[["file", "segment", "window", "start_s", "label", "prob"]].to_string(
+        index=False, float_format=lambda v: f"{v:.3f}"))
+    if out:
+        df.to_csv(out, index=False)
+        click.echo(f"wrote {len(df)} rows to {out}")
 
 
 # ------------------------------------------------------------------------------------------------

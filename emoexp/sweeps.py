@@ -1,0 +1,335 @@
+"""Optuna studies driving the engine: each trial a nested MLflow run, pruned per epoch, resumable.
+
+``--n-trials`` is the study's total: the same command run again after an interruption finishes
+what is left (``load_if_exists``), and workers started at once on one storage share the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emoexp import tracking as T
+from emoexp.config import ConfigError, apply_overrides, field_types
+from emoexp.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_OBJECTIVE = T.M_BEST_VAL_F1
+
+
+@dataclass
+class SweepResult:
+    study_name: str
+    parent_run_id: str | None
+    n_trials: int                       # trials in the study now (all states)
+    best_value: float | None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_run_id: str | None = None
+    states: dict[str, int] = field(default_factory=dict)
+    epochs_trained: int = 0             # this invocation's epochs, all trials
+
+
+# ---------------------------------------------------------------------------------------------
+# Search spaces
+
+
+def default_space_path(task_name: str) -> Path:
+    from emoexp.pipeline import project_dir
+
+    try:
+        root = project_dir()
+    except FileNotFoundError:
+        root = Path.cwd()
+    return root / "experiments" / "sweeps" / f"{task_name}.yaml"
+
+
+def load_space(path: str | Path, task_name: str) -> dict[str, dict[str, Any]]:
+    """Read and check a search space: ``name: {type: float|int, low, high, log?, step?}`` or
+    ``name: {type: categorical, choices: [...]}``; names must be the task's options."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: search space not found (write one, or pass --space FILE)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    space = raw.get("params", raw) if isinstance(raw, dict) else None
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{p}: a search space is a mapping of option -> spec")
+    fields = field_types(get_task(task_name).config_cls)
+    for name, spec in space.items():
+        where = f"{p}: {name}"
+        if name not in fields:
+            raise ConfigError(f"{where}: not an option of {task_name}")
+        if not isinstance(spec, dict) or "type" not in spec:
+            raise ConfigError(f"{where}: needs a 'type' (float, int or categorical)")
+        kind = spec["type"]
+        if kind in ("float", "int"):
+            if "low" not in spec or "high" not in spec or not spec["low"] < spec["high"]:
+                raise ConfigError(f"{where}: needs low < high")
+            if spec.get("log") and spec["low"] <= 0:
+                raise ConfigError(f"{where}: log scale needs low > 0")
+        elif kind == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise ConfigError(f"{where}: needs a non-empty list of choices")
+        else:
+            raise ConfigError(f"{where}: unknown type {kind!r} (float, int or categorical)")
+    return space
+
+
+def suggest(trial, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, spec in space.items():
+        if spec["type"] == "float":
+            out[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                            log=bool(spec.get("log", False)), step=spec.get("step"))
+        elif spec["type"] == "int":
+            out[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
+                                          log=bool(spec.get("log", False)), step=int(spec.get("step", 1)))
+        else:
+            out[name] = trial.suggest_categorical(name, spec["choices"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Optuna plumbing
+
+
+def make_pruner(name: str):
+    import optuna
+
+    if name == "median":
+        # Let two trials finish and each trial see 1 epoch before judging it.
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"pruner: {name!r} is not one of median, hyperband, none")
+
+
+def make_storage(url: str, heartbeat_interval: int = 60):
+    """A URL -> an Optuna storage. RDB URLs (sqlite, postgresql, mysql) get a heartbeat, so a
+    worker killed mid-trial leaves a FAIL, not a trial RUNNING forever; ``journal:PATH`` is the
+    file journal (faster, no heartbeat)."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several workers on one file: wait for the lock instead of failing "database is locked".
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+        grace_period=max(2 * heartbeat_interval, 2),
+    )
+
+
+def _fail_stale(study) -> None:
+    """Mark trials whose worker stopped beating as FAIL now (not when the next trial starts),
+    and end their MLflow runs FAILED too, so neither side shows a dead trial as RUNNING."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    if not running:
+        return
+    fail_stale_trials(study)
+    failed = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+              if t.number in running]
+    if not failed:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exps = [e.experiment_id for e in client.search_experiments()]
+    for number in failed:
+        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL", number, study.study_name)
+        runs = client.search_runs(exps, filter_string=(
+            f"tags.`{T.TAG_STUDY}` = '{study.study_name}' AND tags.`{T.TAG_TRIAL}` = '{number}' "
+            "AND attributes.status = 'RUNNING'"))
+        for run in runs:
+            client.set_tag(run.info.run_id, T.TAG_STOP_REASON, "worker_lost")
+            client.set_terminated(run.info.run_id, "FAILED")
+
+
+def _direction(metric: str) -> str:
+    return "minimize" if "loss" in metric else "maximize"
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+
+
+def run_sweep(
+    task_name: str,
+    base_overrides: dict[str, Any],
+    *,
+    n_trials: int,
+    storage: str = DEFAULT_STORAGE,
+    study_name: str = "",
+    space: str = "",
+    pruner: str = "median",
+    metric: str = DEFAULT_OBJECTIVE,
+    seed: int = 0,
+    heartbeat_interval: int = 60,
+    experiment_name: str = "",
+) -> SweepResult:
+    """Run (or resume) a study of ``n_trials`` trials of ``task_name``; returns its summary."""
+    import optuna
+
+    task = get_task(task_name)
+    base_cfg = apply_overrides(task.default_config(), base_overrides)
+    space_spec = load_space(space or default_space_path(task_name), task_name)
+    fixed = set(base_overrides) & set(space_spec)
+    if fixed:
+        log.info("searched options also given on the command line (the search wins): %s", ", ".join(sorted(fixed)))
+    study_name = study_name or f"{task_name}-sweep"
+    if n_trials < 1:
+        raise ConfigError("n_trials must be >= 1")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=make_storage(storage, heartbeat_interval), load_if_exists=True,
+        direction=_direction(metric), sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=make_pruner(pruner),
+    )
+    _fail_stale(study)
+    study.set_user_attr("task", task_name)
+    remaining = n_trials - len(study.trials)
+    epochs_trained = 0
+    experiment = experiment_name or base_cfg.experiment_name or task_name
+    parent_id = None
+    with T.mlflow_run(experiment_name=experiment, run_name=f"sweep-{study_name}",
+                      description=f"Optuna study {study_name}: {n_trials} trials of {task_name}") as parent:
+        parent_id = parent.run_id
+        parent.set_tags({T.TAG_STUDY: study_name, T.TAG_TASK: task_name, T.TAG_MODALITY: task.modality,
+                         "emoexp.sweep": "parent"})
+        parent.log_params({"task": task_name, "n_trials": n_trials, "storage": _redact(storage),
+                           "study_name": study_name, "pruner": pruner, "sweep_metric": metric,
+                           "space": str(space or default_space_path(task_name))})
+
+        def objective(trial) -> float:
+            nonlocal epochs_trained
+            params = suggest(trial, space_spec)
+            cfg = apply_overrides(base_cfg, params)
+            cfg = apply_overrides(cfg, {"run_name": f"{task_name}-trial{trial.number:03d}",
+                                        "experiment_name": experiment})
+            best_so_far = -math.inf if _direction(metric) == "maximize" else math.inf
+            per_epoch = T.M_VAL_F1 if metric == T.M_BEST_VAL_F1 else metric
+
+            def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+                nonlocal best_so_far, epochs_trained
+                epochs_trained += 1
+                v = metrics.get(per_epoch)
+                if v is None:
+                    return False
+                best_so_far = max(best_so_far, v) if _direction(metric) == "maximize" else min(best_so_far, v)
+                trial.report(best_so_far, epoch)
+                return trial.should_prune()
+
+            from emoexp import engine
+
+            result = engine.fit(task, cfg, nested=True, epoch_callback=on_epoch,
+                                extra_tags={T.TAG_STUDY: study_name, T.TAG_TRIAL: trial.number})
+            trial.set_user_attr("mlflow_run_id", result.run_id)
+            if result.stop_reason == "pruned":
+                raise optuna.TrialPruned(f"pruned at epoch {len(result.history)}")
+            value = _objective_value(result, metric)
+            if not math.isfinite(value):
+                raise FloatingPointError(f"trial {trial.number}: {metric} is {value}")
+            return value
+
+        if remaining > 0:
+            log.info("study %s: %d of %d trials done; running up to %d more",
+                     study_name, len(study.trials), n_trials, remaining)
+            study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)])
+        else:
+            log.info("study %s already has %d trials (n_trials=%d): nothing to run",
+                     study_name, len(study.trials), n_trials)
+        result = _summarise(study, parent_id, epochs_trained)
+        _record_parent(parent, study, result, metric)
+    return result
+
+
+def _objective_value(result, metric: str) -> float:
+    if metric == T.M_BEST_VAL_F1:
+        return result.best_val_macro_f1
+    if metric in result.test_metrics:
+        return result.test_metrics[metric]
+    vals = [h[metric] for h in result.history if metric in h]
+    if not vals:
+        raise ConfigError(f"metric {metric!r} was not logged by the trial")
+    return min(vals) if "loss" in metric else max(vals)
+
+
+def _summarise(study, parent_id: str | None, epochs_trained: int) -> SweepResult:
+    from collections import Counter
+
+    states = Counter(t.state.name for t in study.trials)
+    try:
+        best = study.best_trial
+    except ValueError:
+        best = None
+    return SweepResult(
+        study_name=study.study_name, parent_run_id=parent_id, n_trials=len(study.trials),
+        best_value=best.value if best else None, best_params=dict(best.params) if best else {},
+        best_run_id=best.user_attrs.get("mlflow_run_id") if best else None,
+        states=dict(states), epochs_trained=epochs_trained,
+    )
+
+
+def _record_parent(parent, study, result: SweepResult, metric: str) -> None:
+    import tempfile
+
+    if result.best_value is not None:
+        parent.log_metrics({f"best_{metric}" if not metric.startswith("best_") else metric: result.best_value,
+                            "n_complete": result.states.get("COMPLETE", 0),
+                            "n_pruned": result.states.get("PRUNED", 0),
+                            "n_failed": result.states.get("FAIL", 0)}, step=0)
+        parent.log_params({f"best.{k}": v for k, v in result.best_params.items()})
+        if result.best_run_id:
+            parent.set_tags({"emoexp.best_run_id": result.best_run_id})
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in write_study_plots(study, Path(tmp)).items():
+            parent.log_artifact(path, "optuna")
+            log.debug("logged %s", name)
+
+
+def write_study_plots(study, out_dir: Path) -> dict[str, Path]:
+    """Optimization history, parameter importances and parallel coordinates as plotly HTML."""
+    from optuna import visualization as vis
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+    for name, fn in (("history", vis.plot_optimization_history),
+                     ("param_importances", vis.plot_param_importances),
+                     ("parallel_coordinate", vis.plot_parallel_coordinate)):
+        try:
+            fig = fn(study)
+        except Exception as e:  # e.g. importances need two finished trials with varied params
+            log.info("no %s plot: %s", name, e)
+            continue
+        path = out_dir / f"{name}.html"
+        fig.write_html(str(path), include_plotlyjs="cdn" if os.environ.get("EMOEXP_PLOTLY_CDN") else True)
+        made[name] = path
+    return made
+
+
+def _redact(url: str) -> str:
+    """Never log a database password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,159 @@
+"""Optuna sweeps: nested trial runs, study totals, failures, pruning, stale trials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from emoexp import engine
+from emoexp import tracking as T
+from emoexp.config import ConfigError
+from emoexp.sweeps import load_space, run_sweep
+
+
+@pytest.fixture
+def space(tmp_path) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text("lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
+                 "dropout: {type: float, low: 0.1, high: 0.5}\n")
+    return p
+
+
+def _base(faced_root, **kw):
+    return {"data_dir": str(faced_root), "epochs": 2, "window_size": 256, "stride": 128, "max_subjects": 3,
+            "log_model": False, **kw}
+
+
+def _children(client, parent_id):
+    exp = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def test_sweep_trials_are_nested_runs_and_n_trials_is_the_total(faced_root, space, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    res = run_sweep("pretrain_faced", _base(faced_root), n_trials=2, storage=storage, study_name="s1",
+                    space=str(space), pruner="none", experiment_name="test-sweep")
+    assert res.n_trials == 2 and res.states == {"COMPLETE": 2}
+    client = MlflowClient()
+    parent = client.get_run(res.parent_run_id)
+    assert parent.data.tags[T.TAG_STUDY] == "s1"
+    assert parent.data.tags["emoexp.best_run_id"] == res.best_run_id
+    assert abs(parent.data.metrics["best_val_macro_f1"] - res.best_value) < 1e-9
+    assert {"best.lr", "best.dropout"} <= set(parent.data.params)
+    arts = {a.path for a in client.list_artifacts(res.parent_run_id, "optuna")}
+    assert {"optuna/history.html", "optuna/parallel_coordinate.html"} <= arts
+    kids = _children(client, res.parent_run_id)
+    assert sorted(int(k.data.tags[T.TAG_TRIAL]) for k in kids) == [0, 1]
+    for k in kids:
+        assert k.data.tags[T.TAG_STUDY] == "s1" and k.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(k.info.run_id, T.M_VAL_F1)) == [1, 2]
+    # The same command again: the study already has its 2 trials, nothing runs.
+    again = run_sweep("pretrain_faced", _base(faced_root), n_trials=2, storage=storage, study_name="s1",
+                      space=str(space), pruner="none", experiment_name="test-sweep")
+    assert again.n_trials == 2 and not _children(client, again.parent_run_id)
+    # A larger total finishes only what is missing.
+    more = run_sweep("pretrain_faced", _base(faced_root), n_trials=3, storage=storage, study_name="s1",
+                     space=str(space), pruner="none", experiment_name="test-sweep")
+    assert more.n_trials == 3 and len(_children(client, more.parent_run_id)) == 1
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(faced_root, space, tmp_path, monkeypatch):
+    real_fit = engine.fit
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise FloatingPointError("the loss became nan at epoch 1")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", flaky)
+    res = run_sweep("pretrain_faced", _base(faced_root, epochs=1), n_trials=2,
+                    storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="flaky", space=str(space),
+                    pruner="none", experiment_name="test-sweep-fail")
+    assert res.states == {"FAIL": 1, "COMPLETE": 1}
+
+
+def test_pruned_trials_stop_early_and_are_tagged(faced_root, space, tmp_path):
+    """A median pruner stops a trial whose curve is below the others' (made so with a tiny lr)."""
+    storage = f"sqlite:///{tmp_path / 'p.db'}"
+    # Two good trials first (fixed lr), then a hopeless one: lr 1e-7 learns nothing in 4 epochs.
+    good = tmp_path / "good.yaml"
+    good.write_text("lr: {type: float, low: 0.002, high: 0.003}\n")
+    base = _base(faced_root, epochs=4, max_subjects=4, batch_size=16)
+    run_sweep("pretrain_faced", base, n_trials=2, storage=storage, study_name="prune",
+              space=str(good), pruner="median", experiment_name="test-prune")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: {type: float, low: 1.0e-8, high: 2.0e-8}\n")
+    res = run_sweep("pretrain_faced", base, n_trials=3, storage=storage,
+                    study_name="prune", space=str(bad), pruner="median", experiment_name="test-prune")
+    assert res.states.get("PRUNED") == 1, res.states
+    client = MlflowClient()
+    (kid,) = _children(client, res.parent_run_id)
+    assert kid.data.tags[T.TAG_STOP_REASON] == "pruned"
+    assert len(client.get_metric_history(kid.info.run_id, T.M_VAL_F1)) < 4
+
+
+def test_space_files_are_checked(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("nosuch: {type: float, low: 0, high: 1}\n")
+    with pytest.raises(ConfigError, match="nosuch: not an option of finetune_eav"):
+        load_space(p, "finetune_eav")
+    p.write_text("lr: {type: float, low: 0, high: 1, log: true}\n")
+    with pytest.raises(ConfigError, match="log scale needs low > 0"):
+        load_space(p, "finetune_eav")
+    p.write_text("fusion: {type: categorical}\n")
+    with pytest.raises(ConfigError, match="choices"):
+        load_space(p, "finetune_eav")
+    for task in ("pretrain_faced", "finetune_eav"):
+        shipped = Path(__file__).resolve().parents[1] / "experiments" / "sweeps" / f"{task}.yaml"
+        assert load_space(shipped, task)
+
+
+def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_path):
+    """SIGKILL a worker mid-trial; the next invocation fails the stale trial and finishes the study."""
+    storage = f"sqlite:///{tmp_path / 'hb.db'}"
+    cmd = [sys.executable, "-m", "emoexp", "sweep", "pretrain_faced", "--n-trials", "2", "--storage", storage,
+           "--study-name", "hb", "--space", str(space), "--pruner", "none", "--heartbeat", "1",
+           "--data-dir", str(faced_root), "--epochs", "30", "--window-size", "256", "--stride", "128",
+           "--max-subjects", "3", "--log-model", "false", "--experiment-name", "test-hb"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        study = None
+        while time.time() < deadline:
+            time.sleep(1)
+            try:
+                study = optuna.load_study(study_name="hb", storage=storage)
+            except Exception:
+                continue
+            exp = MlflowClient().get_experiment_by_name("test-hb")
+            trial_runs = exp and MlflowClient().search_runs(
+                [exp.experiment_id], filter_string=f"tags.`{T.TAG_TRIAL}` = '0'")
+            if trial_runs and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                break  # the trial and its MLflow run are both under way
+        else:
+            pytest.fail("the worker never started a trial")
+        time.sleep(2)  # a heartbeat or two
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(3)  # past the grace period (2 x heartbeat)
+    res = run_sweep("pretrain_faced", _base(faced_root, epochs=1), n_trials=2, storage=storage, study_name="hb",
+                    space=str(space), pruner="none", heartbeat_interval=1, experiment_name="test-hb")
+    states = [t.state.name for t in optuna.load_study(study_name="hb", storage=storage).trials]
+    assert "RUNNING" not in states
+    assert states[0] == "FAIL" and res.n_trials == 2 and states[1] == "COMPLETE"
+    client = MlflowClient()
+    lost = client.search_runs([client.get_experiment_by_name("test-hb").experiment_id],
+                              filter_string=f"tags.`{T.TAG_TRIAL}` = '0'")
+    assert [r.info.status for r in lost] == ["FAILED"]
+    assert lost[0].data.tags[T.TAG_STOP_REASON] == "worker_lost"
