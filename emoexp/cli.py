@@ -194,7 +194,20 @@ _SWEEP_OPTIONS = [
     click.Option(["--sweep-seed"], type=int, default=0, show_default=True, help="Seed of the TPE sampler."),
     click.Option(["--heartbeat"], type=int, default=60, show_default=True,
                  help="Seconds between trial heartbeats (RDB storages): a killed worker's trial is failed after 2x."),
+    click.Option(["--options"], default="",
+                 help="More task options as 'key=value;key=value' (the MLproject sweep entry point uses it)."),
 ]
+
+
+def _semicolon_options(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(";"):
+        if part.strip():
+            if "=" not in part:
+                raise ConfigError(f"--options: {part!r} should be key=value")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
 
 
 def _sweep_command(task_name: str) -> click.Command:
@@ -202,11 +215,12 @@ def _sweep_command(task_name: str) -> click.Command:
     params = [*_SWEEP_OPTIONS, *_task_options(task)]
 
     @_user_errors
-    def callback(n_trials, storage, study_name, space, pruner, metric, sweep_seed, heartbeat,
+    def callback(n_trials, storage, study_name, space, pruner, metric, sweep_seed, heartbeat, options,
                  preset=None, **values) -> None:
         from emoexp.sweeps import run_sweep
 
-        result = run_sweep(task_name, _task_overrides(task_name, preset, values), n_trials=n_trials,
+        overrides = {**_semicolon_options(options), **_task_overrides(task_name, preset, values)}
+        result = run_sweep(task_name, overrides, n_trials=n_trials,
                            storage=storage, study_name=study_name, space=space, pruner=pruner,
                            metric=metric, seed=sweep_seed, heartbeat_interval=heartbeat)
         click.echo(f"\nstudy {result.study_name}: {result.n_trials} trials {result.states}")
@@ -446,16 +460,26 @@ def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: fl
               help="Folder holding faced/ and eav/ (write them with `emoexp data synth`).")
 @click.option("--pretrain-epochs", type=int, default=4, show_default=True)
 @click.option("--finetune-epochs", type=int, default=6, show_default=True)
+@click.option("--sweep-trials", type=int, default=3, show_default=True, help="0 skips the sweep step.")
+@click.option("--sweep-epochs", type=int, default=3, show_default=True)
 @click.option("--use-audio", type=click.BOOL, default=True, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--force", type=click.BOOL, default=False, show_default=True,
+              help="Re-run steps even when a finished identical one exists.")
 @click.option("--experiment-name", default="emoexp-pipeline", show_default=True)
 @_user_errors
-def pipeline(data_root, pretrain_epochs, finetune_epochs, use_audio, seed, experiment_name) -> None:
-    """Run pretrain_faced -> finetune_eav as MLflow project steps under one parent run."""
+def pipeline(data_root, pretrain_epochs, finetune_epochs, sweep_trials, sweep_epochs, use_audio, seed, force,
+             experiment_name) -> None:
+    """The `main` entry point: pretrain_faced -> finetune_eav -> sweep -> promote -> dashboard.
+
+    Each step is an MLflow project run under one parent run, fed by the previous step's run.
+    Finished training/sweep steps with identical params, code and data are reused (--force re-runs).
+    """
     from emoexp.pipeline import run_pipeline
 
     run_pipeline(data_root=data_root, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
-                 use_audio=use_audio, seed=seed, experiment_name=experiment_name)
+                 sweep_trials=sweep_trials, sweep_epochs=sweep_epochs, use_audio=use_audio, seed=seed,
+                 force=force, experiment_name=experiment_name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,7 +127,7 @@ def fit(
             run_name=_run_name(task, cfg, resume),
             run_id=resume.run_id if resume and resume.kind == "continue" else None,
             nested=nested,
-            description=cfg.description or None,
+            description=task.description(cfg),
         )
     else:
         run_ctx = contextlib.nullcontext(T.Tracker())

@@ -1,11 +1,14 @@
-"""The ``main`` entry point: pretrain_faced -> finetune_eav as MLflow project steps.
+"""The ``main`` entry point: pretrain_faced -> finetune_eav -> sweep -> promote -> dashboard.
 
-One parent run, a child run per step; each step's input is the previous step's run (no
-copy-pasted ids). Later steps (sweep, promote, dashboard) hang off the same chain.
+One parent run, a child run per step (each an MLflow project step); each step's input is the
+previous step's run (no copy-pasted ids). A finished training or sweep step whose parameters,
+code and data are unchanged is reused instead of re-run, unless ``force``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,6 +17,10 @@ from typing import Any
 from emoexp import tracking as T
 
 log = logging.getLogger(__name__)
+
+TAG_STEP_KEY = "emoexp.step_key"      # fingerprint of (entry point, params, code, data)
+TAG_STEP_REUSED = "emoexp.step.reused"
+SWEEP_STORAGE = "sqlite:///optuna.db"
 
 
 def project_dir() -> Path:
@@ -27,20 +34,79 @@ def project_dir() -> Path:
     raise FileNotFoundError("no MLproject found in the working directory or beside the emoexp package")
 
 
-def _step(entry_point: str, parameters: dict[str, Any], experiment_id: str) -> str:
-    import mlflow
+def code_fingerprint() -> str:
+    """A hash of the package source, MLproject and search spaces: what a step's result depends on."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    files = sorted(root.rglob("*.py"))
+    proj = project_dir()
+    files += [proj / "MLproject", *sorted((proj / "experiments").rglob("*.yaml"))]
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(f.parents[len(f.parents) - 1])).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
-    log.info("step %s: mlflow run . -e %s %s", entry_point, entry_point,
-             " ".join(f"-P {k}={v}" for k, v in parameters.items()))
-    submitted = mlflow.projects.run(
-        str(project_dir()), entry_point=entry_point, parameters={k: str(v) for k, v in parameters.items()},
-        env_manager="local", experiment_id=experiment_id, synchronous=True,
-    )
-    return submitted.run_id
+
+def data_fingerprint(path: str | Path) -> str:
+    """Cheap fingerprint of a dataset tree: file names, sizes and mtimes (no content reads)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def step_key(entry_point: str, params: dict[str, Any], code: str, data: str = "") -> str:
+    blob = json.dumps({"entry_point": entry_point, "params": {k: str(v) for k, v in params.items()},
+                       "code": code, "data": data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class _Steps:
+    """Runs project steps under the parent run, reusing finished identical ones."""
+
+    def __init__(self, experiment_id: str, force: bool):
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient()
+        self.experiment_id = experiment_id
+        self.force = force
+        self.code = code_fingerprint()
+        self.reused: dict[str, bool] = {}
+
+    def run(self, name: str, entry_point: str, params: dict[str, Any], *, data: str = "",
+            reusable: bool = True) -> str:
+        import mlflow
+
+        key = step_key(entry_point, params, self.code, data)
+        if reusable and not self.force:
+            hits = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_STEP_KEY}` = '{key}' AND attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"], max_results=1,
+            )
+            if hits:
+                log.info("step %s: reusing finished run %s (same params, code and data; force=true re-runs)",
+                         name, hits[0].info.run_id)
+                self.reused[name] = True
+                return hits[0].info.run_id
+        log.info("step %s: mlflow run . -e %s %s", name, entry_point,
+                 " ".join(f"-P {k}={v}" for k, v in params.items()))
+        submitted = mlflow.projects.run(
+            str(project_dir()), entry_point=entry_point,
+            parameters={k: str(v) for k, v in params.items()},
+            env_manager="local", experiment_id=self.experiment_id, synchronous=True,
+        )
+        self.client.set_tag(submitted.run_id, TAG_STEP_KEY, key)
+        self.reused[name] = False
+        return submitted.run_id
 
 
 def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, use_audio: bool,
-                 seed: int, experiment_name: str = "emoexp-pipeline") -> dict[str, Any]:
+                 seed: int, sweep_trials: int = 3, sweep_epochs: int = 3, force: bool = False,
+                 experiment_name: str = "emoexp-pipeline", dashboards_dir: str = "dashboards") -> dict[str, Any]:
     """Run the chain under one parent run; returns {step: run_id} and prints a summary."""
     from mlflow import MlflowClient
 
@@ -51,29 +117,66 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
             from emoexp.data.base import MissingDatasetError
 
             raise MissingDatasetError(path, name)
-    with T.mlflow_run(experiment_name=experiment_name, run_name="main") as parent:
+    params = {"data_root": data_root, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
+              "use_audio": use_audio, "seed": seed, "sweep_trials": sweep_trials, "sweep_epochs": sweep_epochs,
+              "force": force}
+    with T.mlflow_run(experiment_name=experiment_name, run_name="main",
+                      description="pretrain_faced -> finetune_eav -> sweep -> promote -> dashboard") as parent:
         client = MlflowClient()
         exp_id = client.get_run(parent.run_id).info.experiment_id
-        parent.log_params({"data_root": data_root, "pretrain_epochs": pretrain_epochs,
-                           "finetune_epochs": finetune_epochs, "use_audio": use_audio, "seed": seed})
-        steps: dict[str, str] = {}
-        steps["pretrain_faced"] = _step("pretrain_faced", {
-            "data_dir": faced, "epochs": pretrain_epochs, "seed": seed}, exp_id)
-        steps["finetune_eav"] = _step("finetune_eav", {
+        exp_name = client.get_experiment(exp_id).name
+        parent.log_params(params)
+        steps = _Steps(exp_id, force)
+        ids: dict[str, str] = {}
+        ids["pretrain_faced"] = steps.run("pretrain_faced", "pretrain_faced", {
+            "data_dir": faced, "epochs": pretrain_epochs, "seed": seed}, data=data_fingerprint(faced))
+        pretrained = f"runs:/{ids['pretrain_faced']}/{T.MODEL_NAME}"
+        eav_fp = data_fingerprint(eav)
+        ids["finetune_eav"] = steps.run("finetune_eav", "finetune_eav", {
             "data_dir": eav, "epochs": finetune_epochs, "seed": seed, "use_audio": str(use_audio).lower(),
-            "pretrained": f"runs:/{steps['pretrain_faced']}/{T.MODEL_NAME}"}, exp_id)
-        parent.set_tags({f"emoexp.step.{k}": v for k, v in steps.items()})
-        rows = summary_rows(steps)
+            "pretrained": pretrained}, data=eav_fp)
+        if sweep_trials > 0:
+            sweep_params = {"task": "finetune_eav", "n_trials": sweep_trials, "storage": SWEEP_STORAGE,
+                            "pruner": "median", "data_dir": eav, "epochs": sweep_epochs,
+                            "options": f"pretrained={pretrained};use_audio={str(use_audio).lower()};seed={seed}"}
+            key = step_key("sweep", sweep_params, steps.code, eav_fp)
+            ids["sweep"] = steps.run("sweep", "sweep", {**sweep_params, "study_name": f"main-{key[:10]}"},
+                                     data=eav_fp)
+        # Promotion and dashboards read the whole experiment's state: always run them.
+        ids["promote"] = steps.run("promote", "promote", {"modality": "eeg", "experiment": exp_name},
+                                   reusable=False)
+        ids["dashboard"] = steps.run("dashboard", "dashboard", {"experiment": exp_name, "out": dashboards_dir},
+                                     reusable=False)
+        parent.set_tags({f"emoexp.step.{k}": v for k, v in ids.items()})
+        rows = summary_rows(ids, steps.reused)
         parent.log_text(format_table(rows), "summary.txt")
     print()
     print(format_table(rows))
     print()
+    staging = _staging_line()
+    if staging:
+        print(staging)
+    print(f"Dashboards:     {Path(dashboards_dir).resolve() / 'index.html'}")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     print(f"Open the runs:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
-    return {"parent": parent.run_id, **steps}
+    return {"parent": parent.run_id, **ids}
 
 
-def summary_rows(steps: dict[str, str]) -> list[dict[str, str]]:
+def _staging_line() -> str:
+    from mlflow import MlflowClient
+
+    parts = []
+    client = MlflowClient()
+    for name in ("emoexp-eeg-encoder", "emoexp-eeg"):
+        try:
+            v = client.get_model_version_by_alias(name, "staging")
+        except Exception:
+            continue
+        parts.append(f"models:/{name}@staging = version {v.version} (run {v.run_id[:8]})")
+    return ("Registry:       " + "; ".join(parts)) if parts else ""
+
+
+def summary_rows(steps: dict[str, str], reused: dict[str, bool]) -> list[dict[str, str]]:
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -86,9 +189,10 @@ def summary_rows(steps: dict[str, str]) -> list[dict[str, str]]:
             return f"{m[key]:.3f}" if key in m else "-"
 
         rows.append({"step": step, "run_id": run_id, "status": run.info.status,
+                     "reused": "yes" if reused.get(step) else "no",
                      "best_epoch": f"{int(m[T.M_BEST_EPOCH])}" if T.M_BEST_EPOCH in m else "-",
-                     "best_val_macro_f1": f(T.M_BEST_VAL_F1), "val_accuracy": f(T.M_VAL_ACC),
-                     "test_accuracy": f(T.M_TEST_ACC), "test_macro_f1": f(T.M_TEST_F1)})
+                     "best_val_macro_f1": f(T.M_BEST_VAL_F1), "test_accuracy": f(T.M_TEST_ACC),
+                     "test_macro_f1": f(T.M_TEST_F1)})
     return rows
 
 

@@ -46,8 +46,43 @@ class Task:
         """Raw-ish serving inputs (numpy) -> the model's batch dict (torch tensors)."""
         raise NotImplementedError
 
+    def differences(self, cfg: TrainConfig) -> list[str]:
+        """What this config changes from the task's defaults, in a few words (run names)."""
+        base = self.default_config().to_dict()
+        out = []
+        for key, value in cfg.to_dict().items():
+            if key in _NOT_SALIENT or value == base.get(key):
+                continue
+            if isinstance(value, bool):
+                out.append(key if value else f"no_{key}")
+            elif key == "pretrained":
+                out.append("pretrained")
+            elif key == "weights":
+                out.append("w_" + value.replace("=", "").replace(",", "_").replace(" ", ""))
+            else:
+                out.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+        return out
+
     def run_name(self, cfg: TrainConfig) -> str:
-        return cfg.run_name or self.name
+        """``finetune_eav-use_audio-pretrained``: the task and what differs from its defaults."""
+        if cfg.run_name:
+            return cfg.run_name
+        diff = self.differences(cfg)
+        name = "-".join([self.name, *diff[:4]])
+        return name if len(name) <= 120 else name[:117] + "..."
+
+    def description(self, cfg: TrainConfig) -> str:
+        if cfg.description:
+            return cfg.description
+        diff = self.differences(cfg)
+        return f"{self.summary} " + (f"Differs from the defaults in: {', '.join(diff)}." if diff else "Defaults.")
+
+
+# Options that say where or how a run executes, not what it trains: left out of run names.
+_NOT_SALIENT = {
+    "data_dir", "experiment_name", "run_name", "description", "output_dir", "cache_dir", "resume_from",
+    "device", "num_workers", "log_model", "on_bad_file", "seed",
+}
 
 
 _TASKS: dict[str, Task] = {}

@@ -258,18 +258,6 @@ class FinetuneEav(_EEGTask):
         log.info("loaded the pretrained EEG encoder from %s", cfg.pretrained)
         return {T.TAG_PRETRAINED_FROM: cfg.pretrained, T.TAG_CHANNEL_ADAPTER: info.get("channel_adapter", "none")}
 
-    def run_name(self, cfg: FinetuneEavConfig) -> str:
-        if cfg.run_name:
-            return cfg.run_name
-        parts = [self.name]
-        if cfg.use_audio:
-            parts.append("audio")
-        if _has_pretrained(cfg):
-            parts.append("pretrained")
-        if cfg.weights:
-            parts.append("weighted")
-        return "-".join(parts)
-
 
 def _has_pretrained(cfg: FinetuneEavConfig) -> bool:
     return bool(cfg.pretrained) and cfg.pretrained.lower() != "none"

@@ -1,0 +1,67 @@
+"""The `main` pipeline's step reuse: same params, code and data -> the finished run is reused."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from emoexp import pipeline as P
+
+
+def test_step_key_depends_on_params_code_and_data():
+    k = P.step_key("finetune_eav", {"epochs": 3}, "code1", "data1")
+    assert k == P.step_key("finetune_eav", {"epochs": "3"}, "code1", "data1")
+    assert k != P.step_key("finetune_eav", {"epochs": 4}, "code1", "data1")
+    assert k != P.step_key("finetune_eav", {"epochs": 3}, "code2", "data1")
+    assert k != P.step_key("finetune_eav", {"epochs": 3}, "code1", "data2")
+    assert k != P.step_key("pretrain_faced", {"epochs": 3}, "code1", "data1")
+
+
+def test_code_fingerprint_is_stable():
+    assert P.code_fingerprint() == P.code_fingerprint()
+
+
+def test_data_fingerprint_sees_changed_files(tmp_path):
+    (tmp_path / "a.txt").write_text("1")
+    fp = P.data_fingerprint(tmp_path)
+    (tmp_path / "b.txt").write_text("2")
+    assert P.data_fingerprint(tmp_path) != fp
+
+
+def test_finished_identical_step_is_reused_unless_forced(monkeypatch):
+    exp_id = mlflow.create_experiment("test-reuse")
+    steps = P._Steps(exp_id, force=False)
+    key = P.step_key("pretrain_faced", {"epochs": 2}, steps.code, "d")
+    client = MlflowClient()
+    done = client.create_run(exp_id, tags={P.TAG_STEP_KEY: key})
+    client.set_terminated(done.info.run_id, "FINISHED")
+    failed = client.create_run(exp_id, tags={P.TAG_STEP_KEY: P.step_key("pretrain_faced", {"epochs": 3}, steps.code, "d")})
+    client.set_terminated(failed.info.run_id, "FAILED")
+
+    launched = []
+
+    class Submitted:
+        run_id = "new-run"
+
+    def fake_run(uri, entry_point, parameters, **kw):
+        launched.append((entry_point, parameters))
+        return Submitted()
+
+    monkeypatch.setattr(mlflow.projects, "run", fake_run)
+    monkeypatch.setattr(MlflowClient, "set_tag", lambda *a, **k: None)
+    assert steps.run("pretrain_faced", "pretrain_faced", {"epochs": 2}, data="d") == done.info.run_id
+    assert steps.reused["pretrain_faced"] is True and not launched
+    # A FAILED run with the same key is not reused.
+    assert steps.run("pretrain_faced", "pretrain_faced", {"epochs": 3}, data="d") == "new-run"
+    # force=true re-runs even a finished identical step.
+    forced = P._Steps(exp_id, force=True)
+    assert forced.run("pretrain_faced", "pretrain_faced", {"epochs": 2}, data="d") == "new-run"
+    assert len(launched) == 2
+
+
+def test_missing_demo_data_is_clear(tmp_path):
+    from emoexp.data.base import DataError
+
+    with pytest.raises(DataError, match="emoexp data synth faced"):
+        P.run_pipeline(data_root=str(tmp_path), pretrain_epochs=1, finetune_epochs=1, use_audio=False, seed=0)
