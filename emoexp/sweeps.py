@@ -214,9 +214,9 @@ def run_sweep(
                       description=f"Optuna study {study_name}: {n_trials} trials of {task_name}") as parent:
         parent_id = parent.run_id
         parent.set_tags({T.TAG_STUDY: study_name, T.TAG_TASK: task_name, T.TAG_MODALITY: task.modality,
-                         "emoexp.sweep": "parent"})
+                         T.TAG_SWEEP: T.SWEEP_PARENT})
         parent.log_params({"task": task_name, "n_trials": n_trials, "storage": _redact(storage),
-                           "study_name": study_name, "pruner": pruner, "sweep_metric": metric,
+                           "study_name": study_name, "pruner": pruner, T.PARAM_SWEEP_METRIC: metric,
                            "space": str(space or default_space_path(task_name))})
 
         def objective(trial) -> float:
@@ -300,7 +300,7 @@ def _record_parent(parent, study, result: SweepResult, metric: str) -> None:
                             "n_failed": result.states.get("FAIL", 0)}, step=0)
         parent.log_params({f"best.{k}": v for k, v in result.best_params.items()})
         if result.best_run_id:
-            parent.set_tags({"emoexp.best_run_id": result.best_run_id})
+            parent.set_tags({T.TAG_BEST_RUN: result.best_run_id})
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in write_study_plots(study, Path(tmp)).items():
             parent.log_artifact(path, "optuna")

@@ -33,11 +33,15 @@ TAG_CHANNEL_ADAPTER = "emoexp.channel_adapter"
 TAG_STUDY = "emoexp.study"
 TAG_TRIAL = "emoexp.trial_number"
 TAG_STOP_REASON = "emoexp.stop_reason"
+TAG_SWEEP = "emoexp.sweep"              # = SWEEP_PARENT on the run that holds a study's trials
+SWEEP_PARENT = "parent"
+TAG_BEST_RUN = "emoexp.best_run_id"     # on a sweep parent: the best trial's run
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
 MLFLOW_DESCRIPTION = "mlflow.note.content"
 
 # Params -----------------------------------------------------------------------------------------
 PARAM_WEIGHT_PREFIX = "sampling_weight."
+PARAM_SWEEP_METRIC = "sweep_metric"      # on a sweep parent: the objective
 
 # Metrics (step = epoch number, starting at 1) ----------------------------------------------------
 M_TRAIN_LOSS = "train_loss"
@@ -66,6 +70,16 @@ ART_EVAL_DIR = "eval"
 ART_ERROR = "error.txt"
 MODEL_NAME = "model"                   # the logged MLflow model: runs:/<id>/model
 MODEL_CHECKPOINT = "checkpoint"        # the artifact key of the weights inside the MLflow model
+
+# Registry (aliases, not the deprecated stages) --------------------------------------------------
+REGISTERED_MODEL_PREFIX = "emoexp-"    # every registered model of the project starts so
+ALIAS_STAGING = "staging"
+ALIAS_PRODUCTION = "production"
+TAG_PROMOTED_METRIC = "emoexp.promoted_metric"        # on a version: why it holds @staging
+TAG_PROMOTED_VALUE = "emoexp.promoted_value"
+TAG_PREVIOUS_VERSION = "emoexp.previous_version"      # the @staging holder it replaced, or NO_VERSION
+TAG_PREVIOUS_PRODUCTION = "emoexp.previous_production_version"
+NO_VERSION = "none"
 
 
 def epoch_checkpoint_name(epoch: int) -> str:

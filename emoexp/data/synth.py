@@ -70,9 +70,14 @@ def _plant(
 
 
 def synth_faced(
-    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n_samples: int = 2500
+    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n_samples: int = 2500,
+    amplitude: float = 8.0,
 ) -> Path:
-    """Write ``out/Processed_data/sub000.pkl ...``: each a pickled float64 (28, 32, n_samples)."""
+    """Write ``out/Processed_data/sub000.pkl ...``: each a pickled float64 (28, 32, n_samples).
+
+    ``amplitude`` (uV, against noise of std 15) sets how easy the planted signal is: lower is
+    harder, which makes hyperparameters matter (sweeps, benchmarks).
+    """
     out = Path(out)
     folder = out / "Processed_data"
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +88,7 @@ def synth_faced(
                        FACED_SAMPLE_RATE, std=15.0)
         # mastoids A2, A1 (indices 30, 31) stay plain noise
         _plant(x, emotions, FACED_PLANT_CHANNELS, faced_plant_frequency, FACED_SAMPLE_RATE,
-               amplitude=8.0, rng=rng)
+               amplitude=amplitude, rng=rng)
         with open(folder / f"sub{s:03d}.pkl", "wb") as f:
             pickle.dump(x, f)
     return out
@@ -121,6 +126,7 @@ def synth_eav(
     audio_rate: int = 22050,
     with_audio: bool = True,
     with_video: bool = False,
+    amplitude: float = 8.0,
 ) -> Path:
     """Write ``out/subject{N}/EEG/...`` (+ ``Audio/`` wavs of the speaking trials).
 
@@ -149,7 +155,7 @@ def synth_eav(
         rows = 2 * emotions + speaking
         x = pink_noise(rng, (trials, EAV_N_CHANNELS, n_samples), EAV_SAMPLE_RATE, std=15.0)
         _plant(x, emotions, EAV_PLANT_CHANNELS, eav_plant_frequency, EAV_SAMPLE_RATE,
-               amplitude=8.0, rng=rng)
+               amplitude=amplitude, rng=rng)
         # (trials, 30, T) -> (T, 30, trials), the layout of the real .mat files
         eeg = np.ascontiguousarray(x.transpose(2, 1, 0))
         label = np.zeros((2 * len(EAV_CLASSES), trials))
