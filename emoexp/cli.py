@@ -441,14 +441,46 @@ def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: fl
     emoexp predict models:/emoexp-eeg-encoder@staging rec.npy sub000.pkl --out preds.csv
     .npy holds (C, T) or (B, C, T) EEG at the model's sample rate; .pkl and .mat are resampled.
     """
+    import os
+
     from emoexp.predict import predict_files
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the table readable
     df = predict_files(model_uri, list(files), overlap=overlap)
     click.echo(df[["file", "segment", "window", "start_s", "label", "prob"]].to_string(
         index=False, float_format=lambda v: f"{v:.3f}"))
     if out:
         df.to_csv(out, index=False)
         click.echo(f"wrote {len(df)} rows to {out}")
+
+
+# ------------------------------------------------------------------------------------------------
+# dashboard
+
+
+@main.command()
+@click.option("--experiment", default="", help="Only this experiment (default: every active one).")
+@click.option("--out", "out_dir", default="dashboards", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the HTML pages into.")
+@click.option("--metric", default="val_macro_f1", show_default=True,
+              help="The metric runs are compared on (parallel coordinates, curves).")
+@click.option("--optuna-storage", default="", help="The sweeps' Optuna storage URL, for Optuna's own plots "
+              "(default: ./optuna.db when it exists).")
+@click.option("--max-runs", type=int, default=500, show_default=True, help="Read at most this many runs, newest first.")
+@_user_errors
+def dashboard(experiment: str, out_dir: str, metric: str, optuna_storage: str, max_runs: int) -> None:
+    """Write static plotly dashboards of the tracked runs and print the path of index.html.
+
+    \b
+    Pages: runs.html (comparison), curves.html (learning curves), class_f1.html (per-class F1
+    vs sampling weights), lineage.html (resumed runs), sweeps.html (Optuna studies); they share
+    one local plotly.min.js, so the folder opens offline.
+    """
+    from emoexp.dashboards import build_dashboards
+
+    index = build_dashboards(experiment=experiment or None, out_dir=out_dir, metric=metric,
+                             optuna_storage=optuna_storage or None, max_runs=max_runs)
+    click.echo(str(index))
 
 
 # ------------------------------------------------------------------------------------------------

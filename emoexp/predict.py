@@ -1,0 +1,219 @@
+"""Run a logged or registered emoexp model on raw files: EEG ``.npy``, FACED ``.pkl``, EAV ``.mat``, ``.wav``.
+
+Each reader turns a file into *segments* (a recording, a clip, a trial), each a dict of
+continuous arrays at the model's rates; every segment is cut into the model's windows and
+predicted. Readers are looked up by extension in :data:`READERS`: a new format is one function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoexp.data.base import DataError
+
+_BATCH = 256  # windows per model call: bounds memory on long recordings
+
+
+@dataclass
+class ModelSpec:
+    """What readers need to know about the model, from its signature and checkpoint info."""
+
+    task: str
+    inputs: dict[str, tuple[int, ...]]          # input name -> schema shape, (-1, C, T) or (-1, n)
+    required: tuple[str, ...]                   # inputs a file must provide (others are optional)
+    sample_rate: float = 0.0                    # EEG samples per second the model was trained on
+    n_channels: int = 0
+    channel_names: list[str] | None = None
+    audio_sample_rate: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rate(self, name: str) -> float:
+        """Samples per second of input ``name``."""
+        return float(self.audio_sample_rate if name == "audio" else self.sample_rate)
+
+    def window(self, name: str) -> int:
+        """Samples per window of input ``name`` (the schema's last dimension)."""
+        return int(self.inputs[name][-1])
+
+
+Segment = dict[str, np.ndarray]   # input name -> continuous array: eeg (C, T), audio (n,)
+Reader = Callable[[Path, ModelSpec], list[Segment]]
+
+
+def _needs(path: Path, spec: ModelSpec, name: str, what: str) -> None:
+    if name not in spec.inputs:
+        raise DataError(path, f"{what}, but model {spec.task} takes no {name!r} input "
+                              f"(its inputs: {', '.join(spec.inputs)})")
+
+
+def _resample_eeg(x: np.ndarray, orig: float, spec: ModelSpec) -> np.ndarray:
+    from emoexp.data.eeg import resample_poly_axis
+
+    return resample_poly_axis(x, orig, spec.sample_rate, axis=-1)
+
+
+def read_npy(path: Path, spec: ModelSpec) -> list[Segment]:
+    """EEG already at the model's rate: (C, T) one recording, (B, C, T) B recordings."""
+    _needs(path, spec, "eeg", "a .npy file holds EEG")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:  # ValueError for pickled object arrays, OSError for junk
+        raise DataError(path, f"cannot read .npy ({type(e).__name__}: {e})") from None
+    shape = x.shape
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1] != spec.n_channels:
+        raise DataError(path, f"array has shape {shape}; model {spec.task} expects ({spec.n_channels}, T) "
+                              f"or (B, {spec.n_channels}, T) EEG at {spec.sample_rate:g} Hz")
+    if x.dtype.kind not in "fiu":
+        raise DataError(path, f"array has dtype {x.dtype}; expected real numbers")
+    return [{"eeg": np.asarray(seg, dtype=np.float32)} for seg in x]
+
+
+def read_faced_pkl(path: Path, spec: ModelSpec) -> list[Segment]:
+    """A FACED subject file (28 clips, 32 channels, T) at 250 Hz: one segment per clip."""
+    from emoexp.data.faced import FACED_CHANNELS, FACED_SAMPLE_RATE, read_faced_file
+
+    _needs(path, spec, "eeg", "a FACED .pkl holds EEG")
+    x = read_faced_file(path)
+    names = spec.channel_names
+    if names and all(n in FACED_CHANNELS for n in names):
+        idx = [FACED_CHANNELS.index(n) for n in names]
+    elif spec.n_channels in (30, 32):
+        # no FACED montage on record (e.g. an EAV model): FACED keeps its 30 EEG channels first
+        idx = list(range(spec.n_channels))
+    else:
+        raise DataError(path, f"model {spec.task} takes {spec.n_channels} channels "
+                              f"{names or ''}, which do not map onto FACED's 32")
+    x = np.asarray(x[:, idx, :], dtype=np.float32)
+    return [{"eeg": _resample_eeg(clip, FACED_SAMPLE_RATE, spec)} for clip in x]
+
+
+def read_eav_mat(path: Path, spec: ModelSpec) -> list[Segment]:
+    """An EAV ``subject{N}_eeg.mat`` ((T, 30, trials) at 500 Hz): one segment per trial."""
+    from emoexp.data.eav import EAV_SAMPLE_RATE, _read_eav_raw
+
+    _needs(path, spec, "eeg", "an EAV .mat holds EEG")
+    raw = _read_eav_raw(path)                      # (T, 30, n_trials), validated
+    if raw.shape[1] != spec.n_channels:
+        raise DataError(path, f"holds {raw.shape[1]} channels; model {spec.task} expects {spec.n_channels}")
+    trials = np.moveaxis(raw, 2, 0).transpose(0, 2, 1)  # (n_trials, 30, T)
+    return [{"eeg": _resample_eeg(np.asarray(t, dtype=np.float32), EAV_SAMPLE_RATE, spec)} for t in trials]
+
+
+def read_wav(path: Path, spec: ModelSpec) -> list[Segment]:
+    """Audio, mono, resampled to the model's audio rate: one segment."""
+    from emoexp.data import audio
+
+    _needs(path, spec, "audio", "a .wav file holds audio")
+    missing = [n for n in spec.required if n != "audio"]
+    if missing:
+        raise DataError(path, f"model {spec.task} needs {' and '.join(missing)} input too; a .wav gives "
+                              "audio only (give the EEG recording as .npy/.mat/.pkl)")
+    wave, sr = audio.read_wav(path)
+    return [{"audio": audio.resample(audio.to_mono(wave), sr, spec.audio_sample_rate)}]
+
+
+READERS: dict[str, Reader] = {".npy": read_npy, ".pkl": read_faced_pkl, ".mat": read_eav_mat, ".wav": read_wav}
+
+
+def model_spec(model) -> ModelSpec:
+    """The :class:`ModelSpec` of a loaded emoexp pyfunc (its signature + checkpoint info)."""
+    from emoexp.serving import EmoexpModel
+
+    py = model.unwrap_python_model()
+    if not isinstance(py, EmoexpModel):
+        raise ValueError(f"{model.metadata.artifact_path or 'model'}: not an emoexp model "
+                         f"(python model {type(py).__name__})")
+    schema = model.metadata.get_input_schema()
+    inputs = {i.name: tuple(int(d) for d in i.shape) for i in schema.inputs} if schema else {}
+    info, cfg = py.info, py.cfg
+    return ModelSpec(
+        task=py.task.name,
+        inputs=inputs,
+        required=tuple(getattr(py.task, "serving_inputs", tuple(inputs))),
+        sample_rate=float(info.get("sample_rate", 0.0)),
+        n_channels=int(info.get("n_channels", 0)),
+        channel_names=info.get("channel_names"),
+        audio_sample_rate=int(getattr(cfg, "audio_sample_rate", 0) or 0),
+        extra={"classes": next(iter(info["heads"].values()))},
+    )
+
+
+def _windows(x: np.ndarray, size: int, step: int) -> np.ndarray:
+    """(..., T) -> (n, ..., size) windows every ``step`` samples (views, no copies)."""
+    view = np.lib.stride_tricks.sliding_window_view(x, size, axis=-1)[..., ::step, :]
+    return np.moveaxis(view, -2, 0)
+
+
+def _segment_inputs(path: Path, k: int, seg: Segment, spec: ModelSpec, overlap: float) -> tuple[dict, np.ndarray]:
+    """One segment -> ({input: windows (n, ...)}, start seconds (n,)); absent optional inputs zero."""
+    ref = next(iter(seg))
+    rate, size = spec.rate(ref), spec.window(ref)
+    length = seg[ref].shape[-1]
+    if length < size:
+        raise DataError(path, f"segment {k} has {length} samples at {rate:g} Hz, shorter than model "
+                              f"{spec.task}'s window of {size} samples ({size / rate:.2f} s)")
+    step = max(1, int(round(size * (1.0 - overlap))))
+    starts_s = np.arange(0, length - size + 1, step) / rate
+    n = len(starts_s)
+    out: dict[str, np.ndarray] = {}
+    for name, shape in spec.inputs.items():
+        if name in seg:
+            w_size = spec.window(name)
+            w_step = max(1, int(round(w_size * (1.0 - overlap))))
+            out[name] = np.ascontiguousarray(_windows(seg[name], w_size, w_step)[:n], dtype=np.float32)
+        elif name in spec.required:
+            raise DataError(path, f"model {spec.task} needs a {name!r} input, which this file does not hold")
+        else:
+            # e.g. the audio of an EEG+audio model: silence stands for "no audio" (masked)
+            out[name] = np.zeros((n, *shape[1:]), dtype=np.float32)
+    return out, starts_s
+
+
+def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> Any:
+    """Predict every window of every file -> DataFrame, one row per window.
+
+    Columns: ``file``, ``segment`` (recording / clip / trial), ``window``, ``start_s``, ``label``,
+    ``prob`` (the label's probability), then the model's ``prob_<class>`` columns.
+    ``overlap`` in [0, 1): 0 cuts back-to-back windows, 0.5 half-overlapping ones.
+    """
+    import mlflow
+    import pandas as pd
+
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), not {overlap}")
+    if not files:
+        raise ValueError("no files to predict")
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if p.suffix.lower() not in READERS:
+            raise DataError(p, f"unknown file type {p.suffix or '(none)'!r}; known: {', '.join(READERS)}")
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file")
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as e:  # MlflowException, OSError...: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{model_uri}: cannot load the model ({first})") from None
+    spec = model_spec(model)
+    frames = []
+    for path in paths:
+        for k, seg in enumerate(READERS[path.suffix.lower()](path, spec)):
+            inputs, starts = _segment_inputs(path, k, seg, spec, overlap)
+            preds = [model.predict({n: a[i : i + _BATCH] for n, a in inputs.items()})
+                     for i in range(0, len(starts), _BATCH)]
+            df = pd.concat(preds, ignore_index=True)
+            prob_cols = [c for c in df.columns if c.startswith("prob_")]
+            df.insert(0, "prob", df[prob_cols].max(axis=1))
+            df.insert(0, "label", df.pop("label"))
+            meta = pd.DataFrame({"file": os.fspath(path), "segment": k, "window": np.arange(len(starts)),
+                                 "start_s": np.round(starts, 4)})
+            frames.append(pd.concat([meta, df], axis=1))
+    return pd.concat(frames, ignore_index=True)
