@@ -29,7 +29,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _user_errors(fn):
-    """Bad input ends with one clear line (and exit code 2), never a deep traceback."""
+    """Bad input ends with one clear line (exit code 1), never a deep traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

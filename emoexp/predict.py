@@ -97,10 +97,10 @@ def read_faced_pkl(path: Path, spec: ModelSpec) -> list[Segment]:
 
 def read_eav_mat(path: Path, spec: ModelSpec) -> list[Segment]:
     """An EAV ``subject{N}_eeg.mat`` ((T, 30, trials) at 500 Hz): one segment per trial."""
-    from emoexp.data.eav import EAV_SAMPLE_RATE, _read_eav_raw
+    from emoexp.data.eav import EAV_SAMPLE_RATE, read_eav_raw
 
     _needs(path, spec, "eeg", "an EAV .mat holds EEG")
-    raw = _read_eav_raw(path)                      # (T, 30, n_trials), validated
+    raw = read_eav_raw(path)                      # (T, 30, n_trials), validated
     if raw.shape[1] != spec.n_channels:
         raise DataError(path, f"holds {raw.shape[1]} channels; model {spec.task} expects {spec.n_channels}")
     trials = np.moveaxis(raw, 2, 0).transpose(0, 2, 1)  # (n_trials, 30, T)

@@ -111,7 +111,7 @@ def read_eav_labels(label_path: str | os.PathLike, n_trials: int | None = None) 
     return np.argmax(lab, axis=0).astype(np.int64)
 
 
-def _read_eav_raw(mat_path: Path) -> np.ndarray:
+def read_eav_raw(mat_path: Path) -> np.ndarray:
     """The (T, 30, n_trials) EEG array of a subject, validated."""
     mat = _loadmat(mat_path)
     for key in _EEG_KEYS:
@@ -145,7 +145,7 @@ def read_eav_eeg(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One subject -> (eeg (n_trials, T, 30) as stored, emotion (n_trials,) in EAV_CLASSES order,
     raw label row (n_trials,))."""
-    raw = _read_eav_raw(Path(mat_path))
+    raw = read_eav_raw(Path(mat_path))
     rows = read_eav_labels(label_path, n_trials=raw.shape[2])
     # (T, 30, n_trials) -> (n_trials, T, 30)
     return np.moveaxis(raw, 2, 0), rows // 2, rows
@@ -439,7 +439,7 @@ def _subject_eeg(
         if array.n_trials != n_trials:
             raise DataError(label_path, f"'label' has {n_trials} trials but the EEG has {array.n_trials}")
         return array
-    raw = _read_eav_raw(mat_path)                                  # (T, 30, n)
+    raw = read_eav_raw(mat_path)                                  # (T, 30, n)
     if raw.shape[2] != n_trials:
         raise DataError(label_path, f"'label' has {n_trials} trials but the EEG has {raw.shape[2]}")
     T2 = resampled_length(raw.shape[0], EAV_SAMPLE_RATE, sample_rate)
