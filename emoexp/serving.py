@@ -107,7 +107,12 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
         example = {k: np.asarray(v) for k, v in input_example.items()}
         output = predict_frame(wrapper.task, wrapper.cfg, wrapper.info, wrapper.model, example)
         signature = infer_signature(example, output)
-        pkg_dir = Path(__file__).resolve().parent
+        # The package travels with the model (served anywhere), without bytecode caches.
+        import shutil
+
+        pkg_dir = Path(tmp) / "code" / "emoexp"
+        shutil.copytree(Path(__file__).resolve().parent, pkg_dir,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return mlflow.pyfunc.log_model(
             name=T.MODEL_NAME,
             python_model=EmoexpModel(),

@@ -120,8 +120,12 @@ def make_storage(url: str, heartbeat_interval: int = 60):
     """A URL -> an Optuna storage. RDB URLs (sqlite, postgresql, mysql) get a heartbeat, so a
     worker killed mid-trial leaves a FAIL, not a trial RUNNING forever; ``journal:PATH`` is the
     file journal (faster, no heartbeat)."""
+    import warnings
+
     import optuna
 
+    # Heartbeats are "experimental" in Optuna since 2.9; they are what fails a dead worker's trial.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 

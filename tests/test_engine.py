@@ -267,3 +267,17 @@ def test_runs_list_shows_runs_and_checkpoints(pretrained):
     assert res.exit_code == 0, res.output
     row = next(ln for ln in res.output.splitlines() if pretrained.run_id in ln)
     assert "FINISHED" in row and "last.pt" in row and "best.pt" in row and "epoch_004.pt" in row
+
+
+def test_cli_resume_branches_with_new_weights(pretrained):
+    """`emoexp resume URI --epochs N --weights ...` as a user types it."""
+    uri = f"runs:/{pretrained.run_id}/checkpoints/epoch_002.pt"
+    res = CliRunner().invoke(cli, ["resume", uri, "--epochs", "1", "--weights", "sadness=5,joy=0.5",
+                                   "--set", "log_model=false", "--description", "sadness focus"])
+    assert res.exit_code == 0, res.output
+    run_id = res.output.split("run ")[1].split()[0]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["sampling_weight.sadness"] == "5.0"
+    assert run.data.tags[T.TAG_RESUMED_EPOCH] == "2"
+    assert run.data.tags[T.MLFLOW_DESCRIPTION] == "sadness focus"
+    assert sorted(_history(MlflowClient(), run_id, T.M_TRAIN_LOSS)) == [3]
