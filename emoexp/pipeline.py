@@ -100,6 +100,8 @@ class _Steps:
             env_manager="local", experiment_id=self.experiment_id, synchronous=True,
         )
         self.client.set_tag(submitted.run_id, TAG_STEP_KEY, key)
+        if not reusable:  # steps that do not start a run of their own keep MLflow's random name otherwise
+            self.client.update_run(submitted.run_id, name=name)
         self.reused[name] = False
         return submitted.run_id
 

@@ -218,20 +218,28 @@ def mlflow_run(
 
     env_run = os.environ.get("MLFLOW_RUN_ID")
     kwargs: dict[str, Any] = {}
+    rename = False
     if run_id:
         kwargs["run_id"] = run_id
     elif env_run and not nested and mlflow.active_run() is None:
         kwargs["run_id"] = env_run
+        rename = bool(run_name)  # `mlflow run` names its runs at random; ours say what they are
     else:
         exp = experiment_name or "Default"
         if not nested or mlflow.active_run() is None:
             mlflow.set_experiment(exp)
         kwargs["run_name"] = run_name
         kwargs["nested"] = nested
+    if env_run:
+        # Consumed: MLflow would otherwise re-attach every later start_run (nested trials too)
+        # to the project step's run instead of creating a child.
+        os.environ.pop("MLFLOW_RUN_ID", None)
     if description and "run_id" not in kwargs:
         kwargs["description"] = description
     run = mlflow.start_run(**kwargs, tags=tags)
     tracker = MlflowTracker(run.info.run_id)
+    if rename:
+        tracker.client.update_run(run.info.run_id, name=run_name)
     if description and "run_id" in kwargs:
         tracker.set_tags({MLFLOW_DESCRIPTION: description})
     try:

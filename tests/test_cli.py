@@ -128,6 +128,7 @@ def test_mlflow_run_entry_point(faced_root, tmp_path):
     exp = client.get_experiment_by_name("test-mlflow-run")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED"
+    assert run.info.run_name.startswith("pretrain_faced")  # not MLflow's random name
     assert run.data.tags["emoexp.task"] == "pretrain_faced"
     assert run.data.params["window_size"] == "256" and "sampling_weight.anger" in run.data.params
     assert "train_loss" in run.data.metrics

@@ -157,3 +157,24 @@ def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_p
                               filter_string=f"tags.`{T.TAG_TRIAL}` = '0'")
     assert [r.info.status for r in lost] == ["FAILED"]
     assert lost[0].data.tags[T.TAG_STOP_REASON] == "worker_lost"
+
+
+def test_sweep_entry_point_nests_every_trial_under_the_step_run(faced_root, space, tmp_path):
+    """Under `mlflow run -e sweep` each trial is a child of the sweep's own run (none re-attach to it)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(repo), "-e", "sweep", "--env-manager", "local",
+           "--experiment-name", "test-sweep-ep", "-P", "task=pretrain_faced", "-P", "n_trials=2",
+           "-P", f"storage=sqlite:///{tmp_path / 'ep.db'}", "-P", "study_name=ep", "-P", f"space={space}",
+           "-P", "pruner=none", "-P", f"data_dir={faced_root}", "-P", "epochs=1",
+           "-P", "options=window_size=256;stride=128;max_subjects=3;log_model=false"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("test-sweep-ep").experiment_id])
+    (step,) = [r for r in runs if T.TAG_TRIAL not in r.data.tags]
+    assert step.info.run_name == "sweep-ep" and step.data.tags[T.TAG_STUDY] == "ep"
+    trials = [r for r in runs if T.TAG_TRIAL in r.data.tags]
+    assert sorted(r.data.tags[T.TAG_TRIAL] for r in trials) == ["0", "1"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {step.info.run_id}
