@@ -225,17 +225,22 @@ def load_preset(path: str | Path) -> dict[str, Any]:
         task: finetune_eav
         weights: sadness=5,happiness=0.5
     """
+    return read_yaml_mapping(path, "preset file", "a preset is a mapping of option: value")
+
+
+def read_yaml_mapping(path: str | Path, what: str, shape: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ConfigError naming the file otherwise."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: preset file not found")
+        raise ConfigError(f"{p}: {what} not found")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({e})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a preset is a mapping of option: value")
+        raise ConfigError(f"{p}: {shape}")
     return data
 
 

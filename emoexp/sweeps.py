@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from emoexp import tracking as T
-from emoexp.config import ConfigError, apply_overrides, field_types
+from emoexp.config import ConfigError, apply_overrides, field_types, read_yaml_mapping
 from emoexp.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -52,16 +52,10 @@ def default_space_path(task_name: str) -> Path:
 def load_space(path: str | Path, task_name: str) -> dict[str, dict[str, Any]]:
     """Read and check a search space: ``name: {type: float|int, low, high, log?, step?}`` or
     ``name: {type: categorical, choices: [...]}``; names must be the task's options."""
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: search space not found (write one, or pass --space FILE)")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from None
-    space = raw.get("params", raw) if isinstance(raw, dict) else None
+    shape = "a search space is a mapping of option -> spec"
+    raw = read_yaml_mapping(p, "search space (write one, or pass --space FILE)", shape)
+    space = raw.get("params", raw)
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{p}: a search space is a mapping of option -> spec")
     fields = field_types(get_task(task_name).config_cls)
