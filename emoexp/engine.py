@@ -275,8 +275,12 @@ def _start_run_records(tracker, task, cfg, data, weights, resume, lineage, pretr
     if data.skipped_files:
         tracker.log_text("\n".join(f"{p}\t{why}" for p, why in data.skipped_files), "skipped_files.tsv")
     tracker.log_metrics({T.M_SKIPPED: len(data.skipped_files)}, step=0)
-    tracker.log_input({"dataset": task.dataset, **{k: v for k, v in data.info.items()
-                                                    if isinstance(v, (str, int, float))}})
+    if tracker.enabled:
+        from emoexp.data.base import tree_fingerprint
+
+        # The dataset's digest follows its files (names, sizes, mtimes), not just its shape.
+        tracker.log_input({"dataset": task.dataset, "files": tree_fingerprint(cfg.data_dir),
+                           **{k: v for k, v in data.info.items() if isinstance(v, (str, int, float))}})
     return lineage
 
 

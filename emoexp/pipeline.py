@@ -49,13 +49,9 @@ def code_fingerprint() -> str:
 
 
 def data_fingerprint(path: str | Path) -> str:
-    """Cheap fingerprint of a dataset tree: file names, sizes and mtimes (no content reads)."""
-    h = hashlib.sha256()
-    for f in sorted(Path(path).rglob("*")):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
+    from emoexp.data.base import tree_fingerprint
+
+    return tree_fingerprint(path)
 
 
 def step_key(entry_point: str, params: dict[str, Any], code: str, data: str = "") -> str:

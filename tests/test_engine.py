@@ -55,7 +55,7 @@ def pretrained(faced_root, tmp_path_factory):
     return result
 
 
-def test_pretrain_learns_above_chance_and_logs_the_vocabulary(pretrained):
+def test_pretrain_learns_above_chance_and_logs_the_vocabulary(pretrained, faced_root):
     client = MlflowClient()
     run = client.get_run(pretrained.run_id)
     assert run.info.status == "FINISHED"
@@ -67,6 +67,8 @@ def test_pretrain_learns_above_chance_and_logs_the_vocabulary(pretrained):
     tags = run.data.tags
     assert tags[T.TAG_TASK] == "pretrain_faced" and tags[T.TAG_MODALITY] == "eeg"
     assert tags[T.TAG_DATASET] == "faced"
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.name == "faced" and ds.dataset.digest and str(faced_root) in ds.dataset.source
     assert sorted(_history(client, run.info.run_id, T.M_TRAIN_LOSS)) == [1, 2, 3, 4]
     for key in (T.M_VAL_LOSS, T.M_VAL_ACC, T.M_VAL_F1, "val_f1.anger", T.M_LR, T.M_EPOCH_TIME,
                 T.M_SAMPLES_PER_S):

@@ -10,6 +10,20 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def tree_fingerprint(path: str | os.PathLike) -> str:
+    """Cheap fingerprint of a dataset tree: relative names, sizes and mtimes (no content reads)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 class DataError(ValueError):
     """Bad input: names the file (or folder) and says what is wrong with it."""
 
