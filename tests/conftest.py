@@ -58,3 +58,15 @@ def eav_root(session_tmp) -> Path:
 def tiny(faced_root):
     """Small, fast settings shared by engine tests."""
     return {"window_size": 256, "stride": 128, "batch_size": 32, "log_model": False}
+
+
+@pytest.fixture
+def mlflow_cli_env() -> dict[str, str]:
+    """Environment for an `mlflow run` subprocess: the venv on PATH, and no run or experiment
+    left in the environment by in-process tests (`mlflow run` refuses both an id and a name)."""
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env

@@ -112,10 +112,9 @@ def test_data_synth_commands_write_the_real_layouts(tmp_path):
     assert r.exit_code != 0 and "known" in r.output
 
 
-def test_mlflow_run_entry_point(faced_root, tmp_path):
+def test_mlflow_run_entry_point(faced_root, tmp_path, mlflow_cli_env):
     """`mlflow run . -e pretrain_faced --env-manager local` works as written in the README."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = dict(mlflow_cli_env)
     cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "-e", "pretrain_faced",
            "--env-manager", "local", "--experiment-name", "test-mlflow-run",
            "-P", f"data_dir={faced_root}", "-P", "epochs=1", "-P", "window_size=256", "-P", "stride=128",
@@ -135,14 +134,13 @@ def test_mlflow_run_entry_point(faced_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_main_entry_point(faced_root, eav_root, tmp_path):
+def test_pipeline_main_entry_point(faced_root, eav_root, tmp_path, mlflow_cli_env):
     """`mlflow run .` (main): pretrain -> finetune under one parent, the second fed by the first."""
     root = tmp_path / "demo"
     root.mkdir()
     os.symlink(faced_root, root / "faced")
     os.symlink(eav_root, root / "eav")
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = dict(mlflow_cli_env)
     cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "--env-manager", "local",
            "--experiment-name", "test-main", "-P", f"data_root={root}", "-P", "pretrain_epochs=1",
            "-P", "finetune_epochs=1"]

@@ -159,10 +159,9 @@ def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_p
     assert lost[0].data.tags[T.TAG_STOP_REASON] == "worker_lost"
 
 
-def test_sweep_entry_point_nests_every_trial_under_the_step_run(faced_root, space, tmp_path):
+def test_sweep_entry_point_nests_every_trial_under_the_step_run(faced_root, space, tmp_path, mlflow_cli_env):
     """Under `mlflow run -e sweep` each trial is a child of the sweep's own run (none re-attach to it)."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = dict(mlflow_cli_env)
     repo = Path(__file__).resolve().parents[1]
     cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(repo), "-e", "sweep", "--env-manager", "local",
            "--experiment-name", "test-sweep-ep", "-P", "task=pretrain_faced", "-P", "n_trials=2",
