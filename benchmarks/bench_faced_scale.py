@@ -19,7 +19,7 @@
    batches with the same DataLoader and model the engine builds, instead of a whole epoch.
 3. Unless ``--no-fit``: in another fresh subprocess, the real thing, ``fit(track=False,
    epochs=1)`` on all subjects (subject split 60/20/20: train, validation, test, evaluation
-   artifacts), for the engine's own peak RSS, epoch time and samples/s. A few minutes on 2 idle
+   artifacts), for the engine's own peak RSS (per phase of fit), epoch time and samples/s. A few minutes on 2 idle
    cores (~500 windows/s); several times longer when other processes compete for the CPUs.
 
 Targets (issue): peak RSS <= 1.5 GB while training; loading rate >= 10x consumption rate.
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Contention, loadavg, table, verdict, write_result  # noqa: E402
+from _common import Contention, loadavg, table, verdict, wait_quiet, write_result  # noqa: E402
 
 RSS_TARGET_GB = 1.5
 RATIO_TARGET = 10.0
@@ -64,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="batches timed for the consumption and end-to-end rates (default 40)")
     p.add_argument("--rounds", type=int, default=4,
                    help="interleaved slices the timings are split into (default 4)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="max seconds to wait for other processes to go quiet before the rate timings (default 60)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32, the task's)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the measuring process (default 2)")
     p.add_argument("--no-fit", action="store_true", help="skip the full fit(track=False, epochs=1) run")
@@ -239,6 +241,8 @@ def child(args: argparse.Namespace) -> None:
     for b in pool[:3]:
         step(b)  # warm-up: allocator, descriptors, first reads
 
+    if args.quiet_wait > 0:
+        res["foreign_cpu_before"] = wait_quiet(args.quiet_wait)
     # The three timings run interleaved, in --rounds slices, so that a burst of other load on
     # the machine falls on all of them alike instead of skewing one.
     kinds = {
@@ -298,10 +302,28 @@ def child_fit(args: argparse.Namespace) -> None:
 
     def on_epoch(epoch, metrics):
         marks["epoch_end"] = time.perf_counter()
-        sampler.enter("fit: test + eval artifacts")
         return False
 
-    sampler.enter("fit: data + train + validation")
+    # Name the phases of fit() for the RSS sampler by wrapping the engine's pieces (the engine
+    # looks them up as module globals at call time).
+    from emoexp import engine, evaluation
+
+    def phased(mod, name: str, phase: str):
+        fn = getattr(mod, name)
+
+        def wrapper(*a, **kw):
+            sampler.enter(phase)
+            try:
+                return fn(*a, **kw)
+            finally:
+                sampler.enter("fit: other (data, model, checkpoints)")
+        setattr(mod, name, wrapper)
+
+    phased(engine, "_train_one_epoch", "fit: train epoch")
+    phased(engine, "_validate", "fit: validation / test metrics")
+    phased(evaluation, "write_eval_artifacts", "fit: eval artifacts")
+
+    sampler.enter("fit: other (data, model, checkpoints)")
     t0 = time.perf_counter()
     result = fit(task, cfg, track=False, epoch_callback=on_epoch)
     t1 = time.perf_counter()
@@ -344,7 +366,7 @@ def main(argv=None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(with_tmp),
            "--data", str(data), "--cache-dir", args.cache_dir, "--subjects", str(args.subjects),
            "--samples", str(args.samples), "--load-batches", str(args.load_batches),
-           "--train-batches", str(args.train_batches), "--rounds", str(args.rounds), "--batch-size", str(args.batch_size),
+           "--train-batches", str(args.train_batches), "--rounds", str(args.rounds), "--quiet-wait", str(args.quiet_wait), "--batch-size", str(args.batch_size),
            "--threads", str(args.threads)]
     print("measuring in a fresh process ...", flush=True)
     t0 = time.perf_counter()
