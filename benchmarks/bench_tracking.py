@@ -45,6 +45,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,7 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a run is disturbed if other processes used more than this share of the CPUs (default 0.2)")
     p.add_argument("--retries", type=int, default=2, help="repeats allowed per disturbed run (default 2)")
     p.add_argument("--no-log-model", action="store_true", help="skip the tracked+model variant")
-    p.add_argument("--workdir", default=None, help="scratch folder (default: a new temp dir)")
+    p.add_argument("--workdir", default=None,
+                   help="scratch folder, kept (default: a new temp dir, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (MLflow store, checkpoints)")
     p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/bench_tracking.json)")
     return p.parse_args(argv)
 
@@ -311,6 +314,9 @@ def main(argv=None) -> dict:
     }
     path = write_result("bench_tracking", payload, args.out)
     print(f"wrote {path}")
+    if not args.workdir and not args.keep:
+        os.chdir(Path.home())
+        shutil.rmtree(work, ignore_errors=True)
     return payload
 
 
