@@ -57,6 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fresh-storage", action="store_true",
                    help="let the workers create the Optuna sqlite schema themselves (default: the script "
                         "creates it first; started at once on a fresh file, one worker may die in the race)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of all configurations, order rotating; the fastest run of each counts "
+                        "(other load only slows a run down) (default 1)")
+    p.add_argument("--distinct-seeds", action="store_true",
+                   help="give each worker its own --sweep-seed (default: the same command line for all, "
+                        "as the CLI help suggests; the workers then draw the same parameters)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a configuration's workers are killed")
     p.add_argument("--wait-load", type=float, default=0.0,
                    help="before each configuration, wait up to this many seconds for the 1-min load "
@@ -124,7 +130,7 @@ def _worker_cmd(args, root: Path, space: Path, storage: str, study: str, exp: st
 
 
 def run_config(tmp: Path, args, root: Path, space: Path, env: dict, label: str, workers: int,
-               threads: int, idx: int) -> dict:
+               threads: int, idx: str) -> dict:
     import optuna
 
     storage = f"sqlite:///{tmp / f'optuna-{idx}.db'}"
@@ -139,7 +145,9 @@ def run_config(tmp: Path, args, root: Path, space: Path, env: dict, label: str, 
     procs = []
     with Contention() as c:
         t0 = time.perf_counter()
-        for lp in logs:
+        for w, lp in enumerate(logs):
+            if args.distinct_seeds:
+                cmd[cmd.index("--sweep-seed") + 1] = str(w)
             with open(lp, "wb") as fh:
                 procs.append(subprocess.Popen(cmd, cwd=tmp, env=wenv, stdout=fh, stderr=subprocess.STDOUT,
                                               start_new_session=True))
@@ -161,6 +169,7 @@ def run_config(tmp: Path, args, root: Path, space: Path, env: dict, label: str, 
     span = ((max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
             if done else float("nan"))
     n = len(done)
+    unique = len({tuple(sorted(t.params.items())) for t in trials if t.params})
     return {
         "label": label, "workers": workers, "threads": threads, "exit_codes": codes, "wall_s": wall,
         "study_span_s": span, "n_complete": n, "states": states, "n_trials_in_study": len(trials),
@@ -168,6 +177,7 @@ def run_config(tmp: Path, args, root: Path, space: Path, env: dict, label: str, 
         "mean_trial_s": sum(durations) / n if n else float("nan"),
         "trials_ok": len(trials) in (args.n_trials, args.n_trials + 1) and "RUNNING" not in states,
         "workers_failed": sum(1 for code in codes if code != 0),
+        "distinct_param_sets": unique,
         "foreign_cpu": c.foreign, "loadavg_after": loadavg(),
         "log_tail": {str(lp.name): lp.read_text()[-1500:] for lp in logs if any(codes)},
     }
@@ -179,26 +189,34 @@ def main(argv=None) -> dict:
 
     logging.getLogger("optuna").setLevel(logging.ERROR)
     results: list[dict] = []
-    loads = []
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as td:
         tmp = Path(td)
         root, space, env = _prepare(tmp, args)
-        for idx in args.only:
-            label, workers, threads = CONFIGS[idx]
-            load = wait_for_load(args.wait_load, args.max_load)
-            loads.append({label: load})
-            print(f"{label}: {args.n_trials} trials x {args.epochs} epochs (load {load}) ...", flush=True)
-            r = run_config(tmp, args, root, space, env, label, workers, threads, idx)
-            print(f"  {r['n_complete']} complete in {r['wall_s']:.0f} s ({r['trials_per_hour_wall']:.0f}/h), "
-                  f"states {r['states']}, exit {r['exit_codes']}", flush=True)
-            results.append(r)
-    by = {r["label"]: r for r in results}
-    rows = [[r["label"], r["n_complete"], r["wall_s"], r["trials_per_hour_wall"], r["trials_per_hour_span"],
-             r["mean_trial_s"], " ".join(f"{k}={v}" for k, v in sorted(r["states"].items())),
-             "ok" if r["trials_ok"] else "WRONG", r["workers_failed"], r["foreign_cpu"]] for r in results]
+        for rep in range(args.repeats):
+            k = rep % len(args.only)
+            for idx in args.only[k:] + args.only[:k]:
+                label, workers, threads = CONFIGS[idx]
+                load = wait_for_load(args.wait_load, args.max_load)
+                print(f"[{rep + 1}/{args.repeats}] {label}: {args.n_trials} trials x {args.epochs} epochs "
+                      f"(load {load}) ...", flush=True)
+                r = run_config(tmp, args, root, space, env, label, workers, threads, f"{idx}-{rep}")
+                r.update(repeat=rep, load_before=load)
+                print(f"  {r['n_complete']} complete in {r['wall_s']:.0f} s ({r['trials_per_hour_wall']:.0f}/h), "
+                      f"states {r['states']}, exit {r['exit_codes']}, other load {r['foreign_cpu']:.2f}",
+                      flush=True)
+                results.append(r)
+    by: dict[str, dict] = {}
+    for r in results:  # the fastest run of each configuration
+        if r["label"] not in by or r["trials_per_hour_wall"] > by[r["label"]]["trials_per_hour_wall"]:
+            by[r["label"]] = r
+    rows = [[r["label"], r["repeat"] + 1, r["n_complete"], r["wall_s"], r["trials_per_hour_wall"],
+             r["trials_per_hour_span"], r["mean_trial_s"],
+             " ".join(f"{k}={v}" for k, v in sorted(r["states"].items())),
+             "ok" if r["trials_ok"] else "WRONG", r["workers_failed"], r["distinct_param_sets"],
+             r["foreign_cpu"], "*" if by[r["label"]] is r else ""] for r in results]
     print()
-    print(table(rows, ["configuration", "done", "wall s", "trials/h", "trials/h (span)", "s/trial",
-                       "states", "count", "failed", "foreign cpu"]))
+    print(table(rows, ["configuration", "round", "done", "wall s", "trials/h", "trials/h (span)", "s/trial",
+                       "states", "count", "failed", "distinct params", "other load", "used"]))
     ratios = {}
     one, two = by.get(CONFIGS[0][0]), by.get(CONFIGS[1][0])
     if one and two:
@@ -214,8 +232,9 @@ def main(argv=None) -> dict:
                     + ([["2 workers x 1 thread / 1 worker x 2 threads", f"{ratios['two_x1_over_one_x2_wall']:.2f}x",
                          "", ""]] if "two_x1_over_one_x2_wall" in ratios else []),
                     ["measure", "value", "target", "verdict"]))
-    path = write_result("bench_sweep_workers", {"config": vars(args), "space": SPACE, "loads": loads,
-                                                "runs": results, "ratios": ratios}, args.out)
+    path = write_result("bench_sweep_workers", {"config": vars(args), "space": SPACE, "runs": results,
+                                                "used": {k: v["repeat"] for k, v in by.items()},
+                                                "ratios": ratios}, args.out)
     print(f"wrote {path}")
     return {"runs": results, "ratios": ratios}
 
