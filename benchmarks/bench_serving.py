@@ -14,7 +14,9 @@
 3. Serves the same model over HTTP (``mlflow models serve --env-manager local --workers 1``) and
    times ``--requests`` POST /invocations of that one window (JSON ``{"inputs": {"eeg": ...}}``,
    body serialised once) on one reused keep-alive connection, plus GET /ping on the same
-   connection as the HTTP floor. The server is always stopped (its own process group).
+   connection as the HTTP floor, and (client side) how long decoding that JSON body takes.
+   The server is always stopped (its own process group); its CPU time is read from /proc and
+   left out of the "other load" figure.
 
 Target (issue): in-process pyfunc p50 <= 10 ms. torch threads: the process default (printed).
 Nothing is asserted. Results: benchmarks/results/bench_serving.json.
@@ -184,7 +186,7 @@ def served(uri: str, tmp: Path, timeout: float):
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"no /ping answer in {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield port, time.perf_counter() - t0
+        yield port, time.perf_counter() - t0, proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -195,13 +197,29 @@ def served(uri: str, tmp: Path, timeout: float):
             proc.wait()
 
 
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of process group ``pgid`` (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ... utime(11) stime(12)
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def over_http(uri: str, tmp: Path, args) -> dict:
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal((1, 30, 512)).astype(np.float32) * 15
     body = json.dumps({"inputs": {"eeg": x.tolist()}}).encode()
     headers = {"Content-Type": "application/json"}
-    with served(uri, tmp, args.server_timeout) as (port, startup_s):
+    with served(uri, tmp, args.server_timeout) as (port, startup_s, pgid):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
         def post() -> bytes:
@@ -221,6 +239,7 @@ def over_http(uri: str, tmp: Path, args) -> dict:
             post()
             ping()
         inv, png = [], []
+        cpu0 = _group_cpu_s(pgid)
         with Contention() as c:
             for _ in range(args.requests):
                 t = time.perf_counter()
@@ -229,9 +248,20 @@ def over_http(uri: str, tmp: Path, args) -> dict:
                 t = time.perf_counter()
                 ping()
                 png.append((time.perf_counter() - t) * 1e3)
+        server_cpu = _group_cpu_s(pgid) - cpu0
         conn.close()
+    wall_s = (sum(inv) + sum(png)) / 1e3
+    # The client's share of the request: decoding such a body is what the server does first.
+    dec = []
+    for _ in range(20):
+        t = time.perf_counter()
+        np.asarray(json.loads(body)["inputs"]["eeg"], dtype=np.float32)
+        dec.append((time.perf_counter() - t) * 1e3)
     return {"invocations": summary(inv), "ping": summary(png), "startup_s": startup_s,
-            "body_bytes": len(body), "foreign_cpu": c.foreign,
+            "body_bytes": len(body), "json_decode_ms_p50": pct(dec, 50),
+            "server_cpu_s": server_cpu, "server_cpu_share": server_cpu / (wall_s * (os.cpu_count() or 1)),
+            # other processes' share of the CPUs, the server's own use taken out
+            "foreign_cpu": max(0.0, c.foreign - server_cpu / (wall_s * (os.cpu_count() or 1))),
             "prediction_columns": sorted(first["predictions"][0]) if first.get("predictions") else None}
 
 
@@ -279,7 +309,9 @@ def main(argv=None) -> dict:
         rows += [["HTTP POST /invocations", h["invocations"]["p50_ms"], h["invocations"]["p99_ms"],
                   h["invocations"]["min_ms"], h["invocations"]["p50_ms"] / raw],
                  ["HTTP GET /ping", h["ping"]["p50_ms"], h["ping"]["p99_ms"], h["ping"]["min_ms"],
-                  h["ping"]["p50_ms"] / raw]]
+                  h["ping"]["p50_ms"] / raw],
+                 [f"json.loads + np.asarray of the {h['body_bytes'] // 1024} KiB body", h["json_decode_ms_p50"],
+                  "", "", h["json_decode_ms_p50"] / raw]]
     print(f"\none window {meta['window']}, torch threads {meta['torch_threads']}, "
           f"{meta['n_params']} parameters, load_model {meta['load_model_s']:.2f} s"
           + (f", server start {result['http']['startup_s']:.1f} s" if "http" in result else ""))
