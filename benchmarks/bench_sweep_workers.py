@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--n-trials", type=int, default=8, help="trials of each study, all workers together (default 8)")
+    p.add_argument("--n-trials", type=int, default=16, help="trials of each study, all workers together (default 16)")
     p.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5: ~10-20 s a trial)")
     p.add_argument("--subjects", type=int, default=5, help="synthetic FACED subjects (default 5)")
     p.add_argument("--n-samples", type=int, default=1500, help="samples per synthetic clip (default 1500)")

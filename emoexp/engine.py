@@ -331,7 +331,8 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
     }
 
 
-def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val") -> dict[str, float]:
+def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val", return_preds=False):
+    """Metrics of ``model`` on ``dataset`` (and, with ``return_preds``, the predictions too)."""
     from emoexp.evaluation import classification_metrics, predict
 
     preds = predict(model, dataset, heads, device, cfg.batch_size, _collate)
@@ -349,7 +350,7 @@ def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix=
             out[T.head_metric(head, f"{prefix}_f1.{c}", is_primary)] = f1
     if len(heads) > 1:
         out[f"{prefix}_loss"] = total_loss  # the objective across heads; primary is head-named
-    return out
+    return (out, preds) if return_preds else out
 
 
 def _finish(task, cfg, model, best_state, data, info, tracker, history, best, device, stop_reason,
@@ -362,17 +363,20 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
     f1s = [h[T.M_VAL_F1] for h in history if T.M_VAL_F1 in h]
     final = {T.M_BEST_VAL_F1: max(f1s) if f1s else float("nan"), T.M_BEST_EPOCH: best["epoch"]}
     test_metrics: dict[str, float] = {}
+    pruned = stop_reason == "pruned"  # a sweep dropped it: no test pass, reports or model
     eval_set, split_name = (data.test, "test") if data.test is not None and len(data.test) else (data.val, "val")
-    if data.test is not None and len(data.test):
-        test_metrics = _validate(model, data.test, data.heads, data.primary_head, device, cfg,
-                                 loss_weights, prefix="test")
+    preds = None
+    if data.test is not None and len(data.test) and not pruned:
+        test_metrics, preds = _validate(model, data.test, data.heads, data.primary_head, device, cfg,
+                                        loss_weights, prefix="test", return_preds=True)
         final.update({k: v for k, v in test_metrics.items() if "_f1." not in k})
     tracker.log_metrics(final, step=len(history))  # history holds every epoch from 1
     tracker.set_tags({T.TAG_STOP_REASON: stop_reason})
     eval_dir = out_dir / T.ART_EVAL_DIR
-    write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
-                         split_name, history)
-    if tracker.enabled:
+    if not pruned:
+        write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
+                             split_name, history, preds=preds)
+    if tracker.enabled and not pruned:
         tracker.log_artifacts(eval_dir, T.ART_EVAL_DIR)
         if cfg.log_model:
             from emoexp.serving import log_model

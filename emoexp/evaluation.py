@@ -58,11 +58,13 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
 
 
 def write_eval_artifacts(model, dataset, heads, device, batch_size, collate, out_dir: Path, split: str,
-                         history: list[dict[str, float]] | None = None) -> Path:
-    """Confusion matrix (PNG + CSV), per-class report (txt + json), ROC (PNG) per head; curves."""
+                         history: list[dict[str, float]] | None = None, preds: dict | None = None) -> Path:
+    """Confusion matrix (PNG + CSV), per-class report (txt + json), ROC (PNG) per head; curves.
+    ``preds`` (from :func:`predict` on ``dataset``) saves a second pass over the data."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    preds = predict(model, dataset, heads, device, batch_size, collate)
+    if preds is None:
+        preds = predict(model, dataset, heads, device, batch_size, collate)
     primary = next(iter(heads))
     for head, classes in heads.items():
         prefix = "" if head == primary else f"{head}."

@@ -110,6 +110,25 @@ def make_pruner(name: str):
     raise ConfigError(f"pruner: {name!r} is not one of median, hyperband, none")
 
 
+def make_sampler(seed: int):
+    """TPE whose random draws are seeded per trial number (``seed`` and the trial's number), not
+    per process: workers started with the same command line on one study draw different
+    parameters, and a study run by one worker or by several draws the same start-up trials."""
+    import optuna
+
+    class TrialSeededTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial):
+            s = (int(seed) * 1_000_003 + int(trial.number)) % (2**32)
+            try:  # Optuna keeps its generators in LazyRandomState objects (private, stable 3.x-5.x)
+                self._rng.rng.seed(s)
+                self._random_sampler._rng.rng.seed(s)
+            except AttributeError:  # another layout: distinct draws still matter more than repeatability
+                self.reseed_rng()
+            super().before_trial(study, trial)
+
+    return TrialSeededTPESampler(seed=seed)
+
+
 def make_storage(url: str, heartbeat_interval: int = 60):
     """A URL -> an Optuna storage. RDB URLs (sqlite, postgresql, mysql) get a heartbeat, so a
     worker killed mid-trial leaves a FAIL, not a trial RUNNING forever; ``journal:PATH`` is the
@@ -199,7 +218,7 @@ def run_sweep(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name, storage=make_storage(storage, heartbeat_interval), load_if_exists=True,
-        direction=_direction(metric), sampler=optuna.samplers.TPESampler(seed=seed),
+        direction=_direction(metric), sampler=make_sampler(seed),
         pruner=make_pruner(pruner),
     )
     _fail_stale(study)

@@ -100,6 +100,35 @@ def test_pruned_trials_stop_early_and_are_tagged(faced_root, space, tmp_path):
     (kid,) = _children(client, res.parent_run_id)
     assert kid.data.tags[T.TAG_STOP_REASON] == "pruned"
     assert len(client.get_metric_history(kid.info.run_id, T.M_VAL_F1)) < 4
+    # A pruned trial is not evaluated on the test set and gets no report files.
+    assert T.M_TEST_F1 not in kid.data.metrics
+    assert not client.list_artifacts(kid.info.run_id, T.ART_EVAL_DIR)
+
+
+def _draws(storage: str, name: str, workers: int, n: int) -> list[float]:
+    """``n`` trials asked in turn by ``workers`` study objects (processes) made with the same seed."""
+    from emoexp.sweeps import make_sampler
+
+    studies = [optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                   sampler=make_sampler(7)) for _ in range(workers)]
+    out = []
+    for i in range(n):
+        st = studies[i % workers]
+        trial = st.ask()
+        out.append(trial.suggest_float("lr", 1e-5, 1e-2, log=True))
+        st.tell(trial, 0.0)
+    return out
+
+
+def test_workers_with_one_seed_draw_distinct_and_repeatable_params(tmp_path):
+    """The sampler is seeded per trial number: two workers started with the same command line
+    do not train the same parameters twice, and the draws do not depend on how many workers ran."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{tmp_path / 'seed.db'}"
+    one = _draws(storage, "one", 1, 6)
+    two = _draws(storage, "two", 2, 6)
+    assert len(set(two)) == 6
+    assert one == two
 
 
 def test_space_files_are_checked(tmp_path):
