@@ -62,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(other load only slows a run down) (default 1)")
     p.add_argument("--distinct-seeds", action="store_true",
                    help="give each worker its own --sweep-seed (default: the same command line for all, "
-                        "as the CLI help suggests; the workers then draw the same parameters)")
+                        "as the CLI help suggests; the sampler is seeded per trial number, so the "
+                        "workers still draw distinct parameters)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a configuration's workers are killed")
     p.add_argument("--wait-load", type=float, default=0.0,
                    help="before each configuration, wait up to this many seconds for the 1-min load "

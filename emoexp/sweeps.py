@@ -147,10 +147,24 @@ def make_storage(url: str, heartbeat_interval: int = 60):
     if url.startswith("sqlite"):
         # Several workers on one file: wait for the lock instead of failing "database is locked".
         engine_kwargs = {"connect_args": {"timeout": 30}}
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-        grace_period=max(2 * heartbeat_interval, 2),
-    )
+    import time
+
+    import sqlalchemy.exc
+
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=max(2 * heartbeat_interval, 2),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            # Workers started at once on a new database race to create its schema; the loser
+            # retries once the winner's tables are there. A database that is unreachable fails.
+            if attempt == 5 or "UNIQUE" not in str(e) and "locked" not in str(e) and "exists" not in str(e):
+                raise
+            log.info("optuna storage busy (%s); retrying", str(e).splitlines()[0])
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _fail_stale(study) -> None:

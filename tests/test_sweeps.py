@@ -206,3 +206,15 @@ def test_sweep_entry_point_nests_every_trial_under_the_step_run(faced_root, spac
     trials = [r for r in runs if T.TAG_TRIAL in r.data.tags]
     assert sorted(r.data.tags[T.TAG_TRIAL] for r in trials) == ["0", "1"]
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {step.info.run_id}
+
+
+def test_workers_started_at_once_on_a_new_storage_all_start(tmp_path):
+    """Three processes creating the same new sqlite storage race to create its schema; without
+    a retry one of them died with an alembic UNIQUE constraint error."""
+    code = "import sys; from emoexp.sweeps import make_storage; make_storage(sys.argv[1])"
+    for k in range(2):
+        url = f"sqlite:///{tmp_path / f'race{k}.db'}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        errs = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        assert all(rc == 0 for rc, _ in errs), [e[-500:] for rc, e in errs if rc]
