@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_OBJECTIVE = T.M_BEST_VAL_F1
+TIE_BREAK = 1e-6  # weight of the validation loss in the values reported to the pruner
 
 
 @dataclass
@@ -265,6 +266,11 @@ def run_sweep(
                 v = metrics.get(per_epoch)
                 if v is None:
                     return False
+                if per_epoch != T.M_VAL_LOSS and math.isfinite(metrics.get(T.M_VAL_LOSS, math.nan)):
+                    # Early epochs often tie on F1 (every class-collapsed model scores the same
+                    # floor); a micro tie-break by validation loss lets the pruner order them.
+                    sign = -1.0 if _direction(metric) == "maximize" else 1.0
+                    v = v + sign * TIE_BREAK * min(metrics[T.M_VAL_LOSS], 1e3)
                 best_so_far = max(best_so_far, v) if _direction(metric) == "maximize" else min(best_so_far, v)
                 trial.report(best_so_far, epoch)
                 return trial.should_prune()
