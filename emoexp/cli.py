@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -91,10 +92,32 @@ def _task_options(task) -> list[click.Parameter]:
             kw.update(type=click.BOOL, is_flag=False, flag_value=True)
         else:
             kw["type"] = {int: int, float: float}.get(typ, str)
-        params.append(click.Option([opt], **kw))
+        names = [opt] + (["--workers"] if name == "num_workers" else [])  # seed 001's --workers
+        params.append(click.Option(names, **kw))
     params.append(click.Option(["--preset"], type=click.Path(dir_okay=False),
                                help="YAML file of option: value (only what differs from the defaults)."))
+    params.append(click.Option(["--cpu"], is_flag=True, default=False,
+                               help="Force CPU training (same as --device cpu; seed 001's flag)."))
+    for cls_name in getattr(task, "class_flags", ()):
+        params.append(click.Option([f"--{cls_name}"], type=float, default=None, metavar="W",
+                                   help=f"Sampling weight of {cls_name} (seed 003's flags; joins --weights)."))
     return params
+
+
+def _flag_overrides(task, values: dict[str, Any]) -> dict[str, Any]:
+    """Fold --cpu and the per-class weight flags into config overrides (pops them from values)."""
+    out: dict[str, Any] = {}
+    if values.pop("cpu", False):
+        out["device"] = "cpu"
+    per_class = []
+    for cls_name in getattr(task, "class_flags", ()):
+        w = values.pop(cls_name.replace("-", "_"), None)
+        if w is not None:
+            per_class.append(f"{cls_name}={w:g}")
+    if per_class:
+        given = _given(values).get("weights") or ""
+        out["weights"] = ",".join([p for p in given.split(",") if p.strip()] + per_class)
+    return out
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +145,8 @@ def _task_command(task_name: str) -> click.Command:
 
     @_user_errors
     def callback(preset: str | None = None, **values: Any) -> None:
-        overrides = _task_overrides(task_name, preset, values)
+        flags = _flag_overrides(task, values)
+        overrides = {**_task_overrides(task_name, preset, values), **flags}
         cfg = apply_overrides(task.default_config(), overrides)
         _run_training(task, cfg)
 
@@ -343,14 +367,15 @@ def data() -> None:
 
 @data.command("synth")
 @click.argument("dataset")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
-@click.option("--subjects", type=int, default=4, show_default=True, help="Subjects (actors) to write.")
+@click.option("--out", required=True, type=click.Path(), help="Folder to write into (a .mp4 path for face-video).")
+@click.option("--subjects", type=int, default=4, show_default=True, help="Subjects (actors) to write (EEG sets).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Generator options, e.g. n_samples=2500 (FACED), trials=20 (EAV).")
+              help="Generator options, e.g. n_samples=2500 (FACED), trials=20 (EAV), layout=csv (FER2013), "
+                   "n_per_class=200 (faces), segments=neutral:2,happy:2 (face-video).")
 @_user_errors
 def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str, ...]) -> None:
-    """Write a tiny DATASET (faced, eav, ...) with a planted, learnable class signal."""
+    """Write a tiny DATASET (faced, eav, fer2013, affectnet, face-video) with a planted, learnable class signal."""
     from emoexp.data.synth import SYNTHESIZERS, synth
 
     if dataset not in SYNTHESIZERS:
@@ -435,7 +460,7 @@ def registry_list() -> None:
               help="Window overlap in [0, 1): 0 back to back, 0.5 half-overlapping.")
 @_user_errors
 def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: float) -> None:
-    """Predict raw FILES (.npy EEG, FACED .pkl, EAV .mat, .wav) with MODEL_URI, one row per window.
+    """Predict raw FILES (.npy EEG, FACED .pkl, EAV .mat, .wav, .jpg/.png faces) with MODEL_URI, one row per window.
 
     \b
     emoexp predict models:/emoexp-eeg-encoder@staging rec.npy sub000.pkl --out preds.csv
@@ -452,6 +477,98 @@ def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: fl
     if out:
         df.to_csv(out, index=False)
         click.echo(f"wrote {len(df)} rows to {out}")
+
+
+@main.command()
+@click.argument("model_uri")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder to evaluate on (the format of the model's task).")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--out", "out_dir", default="evaluation", show_default=True, type=click.Path(file_okay=False),
+              help="Local folder for the reports.")
+@click.option("--new-run", is_flag=True, help="Log to a new evaluation run instead of the model's training run.")
+@click.option("--experiment", "experiment_name", default="", help="Experiment of the new evaluation run.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Change a data option of the model's config, e.g. dataset=fer2013.")
+@_user_errors
+def evaluate(model_uri, data_dir, split, out_dir, new_run, experiment_name, sets) -> None:
+    """Evaluate MODEL_URI on a dataset: confusion matrix, per-class precision/recall/F1, ROC and
+    the training curves, written to --out and to the run (the model's training run, or a new one).
+
+    \b
+    emoexp evaluate models:/emoexp-face@staging --data data/fer2013 --set dataset=fer2013
+    emoexp evaluate runs:/<run_id>/checkpoints/best.pt --data data/affectnet --new-run
+    """
+    from emoexp.evaluate import evaluate_model
+
+    overrides = {k.strip(): _literal(v) for k, _, v in (item.partition("=") for item in sets)}
+    ev = evaluate_model(model_uri, data_dir, split=split, out_dir=out_dir, overrides=overrides,
+                        new_run=new_run, experiment_name=experiment_name)
+    m = ev.metrics
+    click.echo(f"{ev.task} on {data_dir} ({ev.split}, {ev.n} samples): accuracy {m.get('eval_accuracy', float('nan')):.4f}  "
+               f"macro F1 {m.get('eval_macro_f1', float('nan')):.4f}")
+    report = Path(out_dir) / "classification_report.txt"
+    if report.is_file():
+        click.echo(report.read_text())
+    click.echo(f"reports in {out_dir}/" + (f"; logged to run {ev.run_id}" if ev.run_id else ""))
+
+
+@main.command("predict-video")
+@click.argument("model_uri")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second to sample.")
+@click.option("--detector", default="auto", show_default=True,
+              help="auto (OpenCV Haar cascade when installed, else whole frame) | haar | none | PATH to a "
+                   "MediaPipe face detector .task/.tflite file.")
+@click.option("--smoothing", type=float, default=1.0, show_default=True,
+              help="Smoothing window over time, seconds.")
+@click.option("--min-duration", type=float, default=0.6, show_default=True,
+              help="A new emotion must last this long (s) to count as a transition.")
+@click.option("--out", "out_dir", default="predictions", show_default=True, type=click.Path(file_okay=False))
+@_user_errors
+def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, out_dir) -> None:
+    """Emotion over time in VIDEO with a face model: per-frame probabilities, smoothed, and the
+    transitions (from, to, time, confidence); writes a CSV per table and a plotly timeline HTML.
+
+    \b
+    emoexp predict-video models:/emoexp-face@staging clip.mp4 --fps 5
+    """
+    import os
+
+    from emoexp.video import predict_video, write_outputs
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    classify, classes = face_classifier(model_uri)
+    pred = predict_video(classify, classes, video, fps=fps, detector=detector,
+                         smoothing_window_s=smoothing, min_duration_s=min_duration)
+    paths = write_outputs(pred, out_dir, Path(video).name)
+    tr = pred.transitions
+    click.echo(f"{len(pred.frames)} frames at {pred.fps_sampled:g} fps; "
+               f"no face found in {pred.n_frames_no_face} (whole frame used)")
+    click.echo(tr.to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(tr) else "no transitions")
+    for name, p in paths.items():
+        click.echo(f"{name}: {p}")
+
+
+def face_classifier(model_uri: str):
+    """(classify(crops) -> probs, class names) for a face model given by any emoexp model URI."""
+    import numpy as np
+
+    from emoexp.data.images import resize_batch
+    from emoexp.serving import EmoexpModel, predict_frame
+
+    m = EmoexpModel.from_uri(model_uri)
+    if m.task.modality != "face":
+        raise click.UsageError(f"{model_uri} is a {m.task.name} model; predict-video needs a face model")
+    classes = list(next(iter(m.info["heads"].values())))
+    size = int(m.info["image_size"])
+
+    def classify(crops) -> np.ndarray:
+        batch = np.concatenate([resize_batch(np.asarray(c)[None], size) for c in crops])
+        df = predict_frame(m.task, m.cfg, m.info, m.model, {"image": batch})
+        return df[[f"prob_{c}" for c in classes]].to_numpy()
+
+    return classify, classes
 
 
 # ------------------------------------------------------------------------------------------------

@@ -112,10 +112,67 @@ class FinetuneEavConfig(EEGConfig):
     sample_rate: float = opt(250.0, "EEG is resampled to this rate so a window spans FACED's duration")
     audio_sample_rate: int = opt(16000, "audio is resampled to this rate before MFCC")
     n_mfcc: int = opt(13, "MFCC coefficients (seed 000: 13)")
+    use_video: bool = opt(False, "fuse face video of speaking trials (listening trials, missing videos: masked)")
+    video_encoder: str = opt(
+        "small_cnn",
+        "face encoder for video frames: small_cnn (trained jointly) | a train_face model URI "
+        "(runs:/ID/model, models:/emoexp-face@staging, a checkpoint): its encoder weights are loaded",
+    )
+    freeze_video_encoder: bool = opt(
+        True, "keep a loaded face encoder fixed (a few EAV subjects would overfit it); small_cnn always trains")
+    video_fps: float = opt(5.0, "frames decoded per second of video and cached (EAV videos are 30 fps)")
+    video_frames: int = opt(4, "face crops per EEG window, evenly spaced over its span")
+    video_size: int = opt(0, "side of the square face crops; 0: the face model's image_size, 48 for small_cnn")
+    video_pooling: str = opt("mean", "how a window's frames are pooled: mean | attention (learned weights)")
+    video_detector: str = opt(
+        "auto", "face detector for the crops: auto (OpenCV Haar if shipped, else whole frame) | haar | "
+        "none (central square) | a .task/.tflite/.onnx model path")
+    modality_dropout: float = opt(
+        0.0, "training only: chance that a window loses one of its modalities (masked), so that an easily "
+        "memorised one (EEG noise) cannot carry the fit alone; try 0.3-0.5 with use_video")
 
     ARCH_KEYS: ClassVar[tuple[str, ...]] = EEGConfig.ARCH_KEYS + (
         "use_audio", "fusion", "sample_rate", "audio_sample_rate", "n_mfcc", "channel_adapter",
+        "use_video", "video_encoder", "freeze_video_encoder", "video_fps", "video_frames", "video_size",
+        "video_pooling", "video_detector",
     )
+
+    def __post_init__(self) -> None:
+        if self.video_frames < 1 or self.video_fps <= 0:
+            raise ConfigError(f"video_frames must be >= 1 and video_fps > 0, got {self.video_frames}, {self.video_fps}")
+        if self.video_size and self.video_size < 16:
+            raise ConfigError(f"video_size must be 0 (the face model's) or >= 16, got {self.video_size}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must lie in [0, 1), got {self.modality_dropout}")
+
+
+@dataclass
+class FaceConfig(TrainConfig):
+    """Seed 001 (DenseNet121 fine-tuning, anti-overfitting set) and seed 003 (weighted runs)."""
+
+    data_dir: str = opt("data/affectnet", "FER2013 (fer2013.csv or train/test folders) or AffectNet (Train/Test folders, labels.csv) root")
+    dataset: str = opt("affectnet", "affectnet | fer2013 (seed 001's default is affectnet)")
+    classes: int = opt(6, "6: neutral happy sad surprise fear anger (seed 001; disgust and contempt dropped) | 7: + disgust (seed 003)")
+    backbone: str = opt("densenet121", "densenet121 (torchvision, seed 001) | small_cnn (4 conv blocks: quick CPU runs)")
+    backbone_weights: str = opt("none", "none (random init, never downloaded) | path to a local DenseNet121 state dict")
+    image_size: int = opt(0, "side the images are resized to; 0: the dataset's own (48 FER2013, 96 AffectNet)")
+    dropout: float = opt(0.5, "seed 001: dropout 0.4-0.5 in the classifier head")
+    epochs: int = opt(20, "seed 001: 20 epochs")
+    batch_size: int = opt(64, "seed 001: 64")
+    lr: float = opt(1e-4, "seed 001: 1e-4")
+    optimizer: str = opt("adamw", "seed 001: AdamW")
+    weight_decay: float = opt(0.05, "seed 001: 0.05 against overfitting")
+    label_smoothing: float = opt(0.15, "seed 001: 0.15 against overconfidence")
+    patience: int = opt(7, "seed 001: early stopping after 7 epochs without improvement")
+    checkpoint_every: int = opt(5, "write checkpoints/epoch_NNN.pt every N epochs (seed 003 resumes from these)")
+    split: str = opt("dataset", "dataset (its own train/val/test; val carved from train when it has none) | random (stratified)")
+    augment: bool = opt(True, "seed 001: ColorJitter, GaussianBlur, RandomPerspective, RandomErasing on training images")
+    balance: bool = opt(False, "seed 001: oversample minority classes up to the majority (each epoch draws target_samples per class)")
+    target_samples: int = opt(0, "with balance: images per class per epoch; 0: the majority class's count")
+    aggressive: bool = opt(False, "with balance: stronger augmentation for the oversampled (repeated) images")
+    samples_per_class: int = opt(0, "seed 003: keep at most N images per class in each split (quick runs); 0 = all")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ("backbone", "classes", "image_size", "dropout")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +242,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
 _CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "scheduler": ("cosine", "step", "none"),
-    "split": ("subject", "trial"),
+    "split": ("subject", "trial", "dataset", "random"),
     "on_bad_file": ("error", "skip"),
     "device": ("auto", "cpu", "cuda"),
     "label_scheme": ("emotion", "valence"),
@@ -193,6 +250,9 @@ _CHOICES = {
     "channel_adapter": ("linear", "identity"),
     "fusion": ("concat", "attention"),
     "condition": ("listening", "speaking", "both"),
+    "video_pooling": ("mean", "attention"),
+    "dataset": ("affectnet", "fer2013"),
+    "backbone": ("densenet121", "small_cnn"),
 }
 
 
@@ -214,6 +274,14 @@ def validate(cfg: Any) -> None:
         raise ConfigError("val_fraction + test_fraction must be < 1 (something must be left to train on)")
     if "window_size" in d and (d["window_size"] < 16 or d["stride"] < 1):
         raise ConfigError("window_size must be >= 16 and stride >= 1")
+    if "classes" in d and d["classes"] not in (6, 7):
+        raise ConfigError(f"classes: {d['classes']} is not 6 or 7")
+    if "image_size" in d and d["image_size"] and d["image_size"] < 32:
+        raise ConfigError(f"image_size must be 0 (the dataset's own) or >= 32, got {d['image_size']}")
+    if d.get("split") in ("dataset", "random") and "classes" not in d:
+        raise ConfigError(f"split: {d['split']!r} is for image tasks; use subject or trial")
+    if "classes" in d and d["split"] not in ("dataset", "random"):
+        raise ConfigError(f"split: {d['split']!r} is not one of dataset, random")
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
@@ -248,6 +316,11 @@ def read_yaml_mapping(path: str | Path, what: str, shape: str) -> dict[str, Any]
 # Per-class sampling weights
 
 
+# Emotion words spelled differently across seeds and datasets (either direction).
+_SYNONYMS = {"angry": "anger", "happy": "happiness", "happiness": "happy", "sadness": "sad",
+             "surprised": "surprise", "fearful": "fear", "disgusted": "disgust", "calm": "calmness"}
+
+
 def parse_weights(spec: str | dict | None, class_names: list[str]) -> dict[str, float]:
     """``"sadness=5,happiness=0.5"`` -> a weight for every class (unnamed classes 1.0).
 
@@ -263,6 +336,8 @@ def parse_weights(spec: str | dict | None, class_names: list[str]) -> dict[str, 
     lower = {c.lower(): c for c in class_names}
     for name, value in items:
         key = str(name).strip().lower()
+        if key not in lower and _SYNONYMS.get(key) in lower:
+            key = _SYNONYMS[key]  # seed 003 says angry/happy where datasets say anger/happiness
         if key in lower:
             cls = lower[key]
         else:

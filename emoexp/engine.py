@@ -235,7 +235,8 @@ def _start_run_records(tracker, task, cfg, data, weights, resume, lineage, pretr
         "split_scheme": data.split.get("scheme", cfg.split),
     })
     tracker.log_params(params)
-    tags = {T.TAG_TASK: task.name, T.TAG_MODALITY: task.modality, T.TAG_DATASET: task.dataset}
+    dataset_name = str(data.info.get("dataset") or task.dataset)
+    tags = {T.TAG_TASK: task.name, T.TAG_MODALITY: task.modality, T.TAG_DATASET: dataset_name}
     tags.update(pretrained_tags)
     tags.update(extra_tags or {})
     entry = {
@@ -279,7 +280,7 @@ def _start_run_records(tracker, task, cfg, data, weights, resume, lineage, pretr
         from emoexp.data.base import tree_fingerprint
 
         # The dataset's digest follows its files (names, sizes, mtimes), not just its shape.
-        tracker.log_input({"dataset": task.dataset, "files": tree_fingerprint(cfg.data_dir),
+        tracker.log_input({"dataset": dataset_name, "files": tree_fingerprint(cfg.data_dir),
                            **{k: v for k, v in data.info.items() if isinstance(v, (str, int, float))}})
     return lineage
 
@@ -304,7 +305,7 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
 
     # The epoch's order depends on (seed, epoch) alone, so a resumed run sees the same batches.
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    loader = _loader(data.train, cfg, gen, data.train_targets, weights, data.class_names)
+    loader = _loader(data.train, cfg, gen, data.train_targets, weights, data.class_names, task)
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     total, n, t0 = 0.0, 0, time.perf_counter()
@@ -453,12 +454,15 @@ def _restore(resume: Resume, cfg, model, optimizer, scheduler, total_epochs: int
         scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
 
 
-def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: list[str]):
+def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: list[str], task=None):
     import torch
     from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
     w = np.array([weights[c] for c in class_names], dtype=np.float64)
-    if np.allclose(w, 1.0):
+    custom = task.epoch_sampler(dataset, cfg, gen, targets, weights, class_names) if task is not None else None
+    if custom is not None:
+        sampler = custom  # e.g. balanced epochs (train_face --balance)
+    elif np.allclose(w, 1.0):
         sampler = RandomSampler(dataset, generator=gen)
     else:
         # Per-sample weight = its class's weight: "sadness=5" draws sadness windows 5x as often.
@@ -466,7 +470,7 @@ def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: 
         sampler = WeightedRandomSampler(per_sample, num_samples=len(dataset), replacement=True, generator=gen)
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=_collate,
                       num_workers=cfg.num_workers, generator=gen,
-                      persistent_workers=False, drop_last=len(dataset) > cfg.batch_size)
+                      persistent_workers=False, drop_last=len(sampler) > cfg.batch_size)
 
 
 def _collate(batch):

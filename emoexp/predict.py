@@ -1,4 +1,5 @@
-"""Run a logged or registered emoexp model on raw files: EEG ``.npy``, FACED ``.pkl``, EAV ``.mat``, ``.wav``.
+"""Run a logged or registered emoexp model on raw files: EEG ``.npy``, FACED ``.pkl``, EAV ``.mat``, ``.wav``,
+face images ``.jpg``/``.png``.
 
 Each reader turns a file into *segments* (a recording, a clip, a trial), each a dict of
 continuous arrays at the model's rates; every segment is cut into the model's windows and
@@ -120,7 +121,16 @@ def read_wav(path: Path, spec: ModelSpec) -> list[Segment]:
     return [{"audio": audio.resample(audio.to_mono(wave), sr, spec.audio_sample_rate)}]
 
 
-READERS: dict[str, Reader] = {".npy": read_npy, ".pkl": read_faced_pkl, ".mat": read_eav_mat, ".wav": read_wav}
+def read_image(path: Path, spec: ModelSpec) -> list[Segment]:
+    """A .jpg/.png face image -> one segment ``{"image": (H, W, 3) uint8}``, predicted whole."""
+    from emoexp.data.faces import read_face_image
+
+    _needs(path, spec, "image", "an image")
+    return [{"image": read_face_image(path)}]
+
+
+READERS: dict[str, Reader] = {".npy": read_npy, ".pkl": read_faced_pkl, ".mat": read_eav_mat, ".wav": read_wav,
+                              ".jpg": read_image, ".jpeg": read_image, ".png": read_image}
 
 
 def model_spec(model) -> ModelSpec:
@@ -206,7 +216,10 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
     frames = []
     for path in paths:
         for k, seg in enumerate(READERS[path.suffix.lower()](path, spec)):
-            inputs, starts = _segment_inputs(path, k, seg, spec, overlap)
+            if "image" in seg:  # an image is one sample, not a signal to cut into windows
+                inputs, starts = {"image": seg["image"][None]}, np.zeros(1)
+            else:
+                inputs, starts = _segment_inputs(path, k, seg, spec, overlap)
             preds = [model.predict({n: a[i : i + _BATCH] for n, a in inputs.items()})
                      for i in range(0, len(starts), _BATCH)]
             df = pd.concat(preds, ignore_index=True)

@@ -27,13 +27,25 @@ class EmoexpModel(mlflow.pyfunc.PythonModel):
         self._load(context.artifacts[T.MODEL_CHECKPOINT])
 
     def _load(self, path: str) -> None:
+        from emoexp.checkpoints import load_checkpoint
+
+        self._from_state(load_checkpoint(path))
+
+    @classmethod
+    def from_uri(cls, uri: str) -> EmoexpModel:
+        """A ready model from a checkpoint path/URI, ``runs:/ID/model`` or ``models:/NAME@ALIAS``."""
+        from emoexp.checkpoints import load_from_uri
+
+        self = cls()
+        self._from_state(load_from_uri(uri))
+        return self
+
+    def _from_state(self, st: dict) -> None:
         import torch
 
-        from emoexp.checkpoints import load_checkpoint
         from emoexp.config import apply_overrides
         from emoexp.tasks import get_task
 
-        st = load_checkpoint(path)
         self.task = get_task(st["task"])
         self.cfg = apply_overrides(self.task.default_config(), st["config"])
         self.info = st["info"]
@@ -107,6 +119,14 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
         example = {k: np.asarray(v) for k, v in input_example.items()}
         output = predict_frame(wrapper.task, wrapper.cfg, wrapper.info, wrapper.model, example)
         signature = infer_signature(example, output)
+        flexible = set(getattr(task, "flexible_inputs", ()))
+        if flexible:
+            from mlflow.types.schema import Schema, TensorSpec
+
+            # One image (H, W, 3) or a batch (B, H, W, 3) of any size: MLflow checks a tensor's
+            # rank, so these inputs are declared as MLflow's "ragged" tensor and checked by the task.
+            signature.inputs = Schema([TensorSpec(np.dtype(object), (-1,), spec.name)
+                                       if spec.name in flexible else spec for spec in signature.inputs.inputs])
         # The package travels with the model (served anywhere), without bytecode caches.
         import shutil
 

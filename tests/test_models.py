@@ -36,6 +36,13 @@ INPUTS: dict[str, tuple[dict, Callable[[], Tensor], tuple[int, ...]]] = {
         (B, 16),
     ),
     "audio_mfcc": (dict(n_mfcc=13, latent_dim=16), lambda: torch.randn(B, 13, 20), (B, 16)),
+    "face_small_cnn": (dict(latent_dim=16, width=8), lambda: torch.randn(B, 3, 48, 48), (B, 16)),
+    "face_densenet121": (dict(), lambda: torch.randn(2, 3, 32, 32), (2, 1024)),
+    "video_frames": (
+        dict(frame_model="face_small_cnn", frame_kwargs=dict(latent_dim=16, width=8), pooling="attention"),
+        lambda: torch.randn(B, 3, 3, 32, 32),   # (B, frames, 3, S, S)
+        (B, 16),
+    ),
     "classifier_head": (
         dict(in_dim=16, n_classes=3, hidden=(8,)),
         lambda: torch.randn(B, 16),

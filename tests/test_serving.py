@@ -5,14 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -56,49 +50,11 @@ def staged(tmp_path_factory, faced_root):
             mlflow.set_tracking_uri(old_uri)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(staged):
+def server(staged, model_server):
     """`mlflow models serve` of the @staging model; always terminated."""
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    log_path = staged / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", URI, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # 10-13 s idle; more on a busy 2-core box
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /ping answer in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with model_server(URI, staged / "serve.log") as url:
         yield url
-    finally:
-        # the server's own session: its workers go too, and nothing else
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_served_staging_model_answers_invocations(server):

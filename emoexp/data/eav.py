@@ -11,7 +11,9 @@ NNN is the 1-based trial index. Whether even or odd label rows mean "speaking" i
 between sources, so the loader derives it from the media file names of each subject. The EEG is
 resampled (default 500 -> 250 Hz so windows span the same time as FACED's) and cached per
 subject as (n_trials, T, 30) float32; MFCC frames of the speaking trials' audio are cached next
-to it.
+to it, and so are the speaking trials' videos: frames sampled at ``video_fps``, the face found
+by a detector, cut square and resized, kept as uint8 (n_videos, F, S, S, 3). As in the authors'
+vision loader, only speaking trials' videos are used; listening trials are masked.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from emoexp.data.audio import HOP_LENGTH, MEL_KWARGS, mfcc, read_wav, resample, 
 from emoexp.data.base import BadFilePolicy, DataError, MissingDatasetError
 from emoexp.data.eeg import (
     EEGRecordings,
+    FrameArray,
     TrialArray,
     eeg_cache_path,
     file_fingerprint,
@@ -50,6 +53,8 @@ _SUBJECT_RE = re.compile(r"subject(\d+)", re.IGNORECASE)
 _EEG_KEYS = ("seg1", "seg")
 # trials resampled together: bounds the float64 temporaries to a few hundred MB at full size
 _RESAMPLE_CHUNK = 25
+# share of the face box added on each side of the square crop (forehead, chin, ears in view)
+VIDEO_CROP_MARGIN = 0.2
 
 
 def parse_eav_media_name(name: str | os.PathLike) -> tuple[int, str, str]:
@@ -204,9 +209,9 @@ def _media_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def eav_trial_conditions(
     folder: Path, rows: np.ndarray, label_path: Path
-) -> tuple[np.ndarray, dict[int, Path], str, list[tuple[str, str]]]:
-    """Condition of each trial, the speaking trials' wav files (by 0-based trial), how the
-    conditions were found, and the media files whose names could not be parsed.
+) -> tuple[np.ndarray, dict[int, Path], dict[int, Path], str, list[tuple[str, str]]]:
+    """Condition of each trial, the speaking trials' wav and mp4 files (by 0-based trial), how
+    the conditions were found, and the media files whose names could not be parsed.
 
     Media names give the condition and emotion of the trials they cover; each is checked against
     the label emotion. The label rows' parity that goes with "speaking" is then read off the named
@@ -216,6 +221,7 @@ def eav_trial_conditions(
     videos, wavs = _media_files(folder)
     named: dict[int, str] = {}
     wav_of: dict[int, Path] = {}
+    mp4_of: dict[int, Path] = {}
     unparsed: list[tuple[str, str]] = []
     for path in videos + wavs:
         try:
@@ -239,13 +245,15 @@ def eav_trial_conditions(
         named[trial] = condition
         if path.suffix.lower() == ".wav":
             wav_of[trial - 1] = path
+        elif condition == "speaking":
+            mp4_of[trial - 1] = path
 
     if not named:
         # No media: the recording protocol alternates listening (odd trial numbers) and speaking.
         log.warning("%s: no Video/Audio files; taking the condition from trial-number parity "
                     "(odd = listening, even = speaking)", folder)
         idx = np.arange(1, n_trials + 1)
-        return np.where(idx % 2 == 1, "listening", "speaking"), wav_of, "trial parity", unparsed
+        return np.where(idx % 2 == 1, "listening", "speaking"), wav_of, mp4_of, "trial parity", unparsed
 
     parity = {c: {int(rows[t - 1] % 2) for t, c2 in named.items() if c2 == c} for c in EAV_CONDITIONS}
     if len(parity["speaking"]) > 1 or len(parity["listening"]) > 1 or (
@@ -262,7 +270,7 @@ def eav_trial_conditions(
         speaking_parity = 1 - parity["listening"].pop()
     conditions = np.where(rows % 2 == speaking_parity, "speaking", "listening")
     log.debug("%s: speaking trials have %s label rows", folder, "odd" if speaking_parity else "even")
-    return conditions, wav_of, "media names + label rows", unparsed
+    return conditions, wav_of, mp4_of, "media names + label rows", unparsed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +334,132 @@ def _subject_audio(
 
 
 # ---------------------------------------------------------------------------------------------
+# video
+
+def face_crops(frames, detector, size: int, margin: float = VIDEO_CROP_MARGIN) -> tuple[np.ndarray, int]:
+    """RGB frames (an iterable of (H, W, 3) uint8) -> square face crops (N, size, size, 3) uint8
+    and the number of frames where the detector found no face.
+
+    The largest face found is cut square with ``margin`` around it (:func:`emoexp.video.crop`);
+    a frame without a face reuses the last box found in the sequence (a turned head, a blink of
+    the detector), or the frame's central square before any was found. Training and serving both
+    cut crops here, so a served model sees faces cut as in training.
+    """
+    import cv2
+
+    from emoexp.video import crop
+
+    out: list[np.ndarray] = []
+    last = None
+    no_face = 0
+    for frame in frames:
+        boxes = detector.detect(frame)
+        if boxes and getattr(detector, "finds_faces", True):
+            last = boxes[0]
+        elif getattr(detector, "finds_faces", True):
+            no_face += 1
+        box = last if last is not None else (0, 0, frame.shape[1], frame.shape[0])
+        face = crop(frame, box, margin)
+        if face.shape[0] != size or face.shape[1] != size:
+            interp = cv2.INTER_AREA if face.shape[0] > size else cv2.INTER_LINEAR
+            face = cv2.resize(face, (size, size), interpolation=interp)
+        out.append(face)
+    if not out:
+        return np.zeros((0, size, size, 3), dtype=np.uint8), 0
+    return np.stack(out), no_face
+
+
+def read_eav_video(
+    path: str | os.PathLike, *, fps: float, n_frames: int, size: int, detector,
+) -> tuple[np.ndarray, int]:
+    """One video -> (n_frames, size, size, 3) uint8 face crops at ``fps`` from its start, and the
+    count of frames without a found face. A video shorter than ``n_frames`` repeats its last
+    frame; a longer one is cut. Raises :class:`DataError` naming the file if it cannot be read."""
+    from emoexp.video import iter_frames
+
+    def frames():
+        for k, (_, _, rgb) in enumerate(iter_frames(path, fps)):
+            if k >= n_frames:
+                break
+            yield rgb
+
+    try:
+        crops, no_face = face_crops(frames(), detector, size)
+    except DataError:
+        raise                # already names the file
+    except Exception as e:   # a decoder failing mid-file
+        raise DataError(path, f"cannot decode video frames ({type(e).__name__}: {e})") from e
+    if len(crops) < n_frames:
+        crops = np.concatenate([crops, np.repeat(crops[-1:], n_frames - len(crops), axis=0)])
+    return crops, no_face
+
+
+def _detector_key(spec: str) -> str | dict:
+    """What identifies a detector in a cache key: its name, or a model file's fingerprint."""
+    p = Path(spec)
+    return file_fingerprint(p) if spec.lower() not in ("auto", "haar", "none", "whole") and p.is_file() else spec
+
+
+def _subject_video(
+    folder: Path, sid: str, mp4_of: dict[int, Path], n_trials: int, duration_s: float, fps: float,
+    size: int, detector_spec: str, cdir: Path, progress: bool,
+) -> tuple[FrameArray, np.ndarray, list[tuple[str, str]], int]:
+    """Cached face crops of the speaking trials' videos: frames, mask (n_trials,), the bad video
+    files met, and the frames where no face was found."""
+    from tqdm import tqdm
+
+    n_frames = max(1, int(round(duration_s * fps)))
+    key = {
+        "dataset": "eav-video", "fps": float(fps), "size": int(size), "n_frames": n_frames,
+        "n_trials": n_trials, "detector": _detector_key(detector_spec), "margin": VIDEO_CROP_MARGIN,
+        "layout": "video,frame,y,x,rgb", "dtype": "uint8",
+        "videos": {str(t): file_fingerprint(p) for t, p in sorted(mp4_of.items())},
+    }
+    anchor = folder / "Video" if (folder / "Video").is_dir() else folder
+    cache = eeg_cache_path(cdir, anchor, key)
+    cache = cache.with_name(f"{sid}-video-{cache.name.rsplit('-', 1)[-1]}")
+    meta_path = cache.with_suffix(".json")
+    if cache.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            frames = FrameArray.from_npy(cache, np.asarray(meta["row_of"], dtype=np.int64))
+            if frames.n_trials == n_trials and frames.n_frames == n_frames and frames.size == size:
+                # bad files are replayed so that every load reports them under its own policy
+                return (frames, np.asarray(meta["video_mask"], dtype=np.float32),
+                        [tuple(b) for b in meta["bad"]], int(meta["no_face"]))
+        except (DataError, ValueError, IndexError, KeyError) as e:
+            log.warning("rebuilding unreadable video cache %s: %s", cache, e)
+
+    from emoexp.video import make_detector
+
+    detector = make_detector(detector_spec)
+    row_of = np.full(n_trials, -1, dtype=np.int64)
+    mask = np.zeros(n_trials, dtype=np.float32)
+    bad: list[tuple[str, str]] = []
+    no_face = 0
+    crops: list[np.ndarray] = []
+    for t, path in tqdm(sorted(mp4_of.items()), desc=f"{sid} videos", unit="video",
+                        disable=not progress, leave=False):
+        try:
+            c, n_no = read_eav_video(path, fps=fps, n_frames=n_frames, size=size, detector=detector)
+        except DataError as e:
+            bad.append((str(path), e.problem))
+            continue
+        row_of[t] = len(crops)
+        mask[t] = 1.0
+        crops.append(c)
+        no_face += n_no
+    array = np.stack(crops) if crops else np.zeros((0, n_frames, size, size, 3), dtype=np.uint8)
+    save_json_atomic(meta_path, {"row_of": row_of.tolist(), "video_mask": mask.tolist(), "bad": bad,
+                                 "no_face": no_face})
+    save_npy_atomic(cache, array)
+    if no_face:
+        log.info("%s: no face found in %d of %d video frames (the last box found was reused)",
+                 sid, no_face, len(crops) * n_frames)
+    return FrameArray.from_npy(cache, row_of), mask, bad, no_face
+
+
+# ---------------------------------------------------------------------------------------------
 # loader
 
 def load_eav(
@@ -336,16 +470,24 @@ def load_eav(
     use_audio: bool = False,
     audio_sample_rate: int = 16000,
     n_mfcc: int = 13,
+    use_video: bool = False,
+    video_fps: float = 5.0,
+    video_size: int = 48,
+    video_detector: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     on_bad_file: BadFilePolicy | None = None,
     max_subjects: int | None = None,
     progress: bool = True,
 ) -> EEGRecordings:
-    """Load EAV EEG (and optionally speech MFCCs) as :class:`EEGRecordings`.
+    """Load EAV EEG (and optionally speech MFCCs and face video) as :class:`EEGRecordings`.
 
     condition: listening | speaking | both selects the trials kept. ``sample_rate`` is the EEG
     rate after resampling from 500 Hz. With ``use_audio`` every kept trial carries MFCC frames
     (zeros and audio_mask 0 where there is no audio, i.e. listening trials or a missing wav).
+    With ``use_video`` every kept trial carries ``video_fps`` face crops per second of
+    ``video_size`` px, found by ``video_detector`` (see :func:`emoexp.video.make_detector`);
+    video_mask is 0 for listening trials, a missing mp4, or (with on_bad_file skip) an
+    unreadable one.
     """
     from tqdm import tqdm
 
@@ -368,6 +510,9 @@ def load_eav(
     audio: dict[str, TrialArray] = {}
     masks: dict[str, np.ndarray] = {}
     how_found: dict[str, str] = {}
+    video: dict[str, FrameArray] = {}
+    vmasks: dict[str, np.ndarray] = {}
+    video_stats = {"videos": 0, "missing": 0, "no_face_frames": 0}
     for n, folder in tqdm(subjects, desc="EAV subjects", unit="subject", disable=not progress):
         sid = f"subject{n}"
         mat_path, label_path = _eeg_files(folder, n)
@@ -378,23 +523,39 @@ def load_eav(
         try:
             rows = read_eav_labels(label_path)
             array = _subject_eeg(mat_path, label_path, len(rows), sample_rate, cdir, key)
-            all_conds, wav_of, how, unparsed = eav_trial_conditions(folder, rows, label_path)
+            all_conds, wav_of, mp4_of, how, unparsed = eav_trial_conditions(folder, rows, label_path)
+            duration = array.length / float(sample_rate)
             if use_audio:
-                duration = array.length / float(sample_rate)
                 feats, mask, bad_wavs = _subject_audio(
                     folder, sid, wav_of, len(rows), duration, int(audio_sample_rate),
                     int(n_mfcc), cdir)
+            if use_video:
+                # speaking trials only (the listening half is masked), as in the authors' loader
+                mp4_of = {t: p for t, p in mp4_of.items() if all_conds[t] == "speaking"}
+                frames, vmask, bad_mp4s, no_face = _subject_video(
+                    folder, sid, mp4_of, len(rows), duration, float(video_fps), int(video_size),
+                    str(video_detector), cdir, progress)
         except DataError as e:
             # a subject whose files contradict each other is skipped whole (or stops the load)
             policy.bad(e.path, e.problem)
             continue
-        # single bad media files only cost their own trial's name or audio
-        for path, problem in unparsed + (bad_wavs if use_audio else []):
+        # single bad media files only cost their own trial's name, audio or video
+        for path, problem in unparsed + (bad_wavs if use_audio else []) + (bad_mp4s if use_video else []):
             policy.bad(path, problem)
         keep = np.flatnonzero(all_conds == condition) if condition != "both" else np.arange(len(rows))
         if use_audio:
             audio[sid] = feats.subset(keep)
             masks[sid] = mask[keep]
+        if use_video:
+            missing = [int(t) + 1 for t in np.flatnonzero(all_conds == "speaking") if t not in mp4_of]
+            if missing:
+                log.warning("%s: %d speaking trial(s) without a video file (trials %s%s): masked", sid,
+                            len(missing), ", ".join(map(str, missing[:5])), "..." if len(missing) > 5 else "")
+            video[sid] = frames.subset(keep)
+            vmasks[sid] = vmask[keep]
+            video_stats["videos"] += int(vmask.sum())
+            video_stats["missing"] += len(missing)
+            video_stats["no_face_frames"] += no_face
         ids.append(sid)
         eeg[sid] = array.subset(keep)
         labels[sid] = rows[keep] // 2
@@ -403,6 +564,9 @@ def load_eav(
         how_found[sid] = how
     if not ids:
         raise DataError(data_dir, f"no usable EAV subjects ({len(subjects)} found, all skipped)")
+    if use_video and not video_stats["videos"]:
+        raise DataError(data_dir, "use_video is set but no subject has a readable speaking-trial video "
+                                  "(subject{N}/Video/NNN_Trial_MM_Speaking_<Emotion>.mp4)")
     return EEGRecordings(
         subject_ids=ids,
         class_names=list(EAV_CLASSES),
@@ -416,10 +580,18 @@ def load_eav(
         audio=audio if use_audio else None,
         audio_mask=masks if use_audio else None,
         audio_frame_rate=audio_sample_rate / HOP_LENGTH if use_audio else None,
+        video=video if use_video else None,
+        video_mask=vmasks if use_video else None,
+        video_fps=float(video_fps) if use_video else None,
         info={"dataset": "eav", "source": str(Path(data_dir).resolve()), "condition": condition,
               "orig_sample_rate": EAV_SAMPLE_RATE, "use_audio": use_audio,
               "audio_sample_rate": audio_sample_rate if use_audio else None,
               "n_mfcc": n_mfcc if use_audio else None, "cache_dir": str(cdir),
+              "use_video": use_video,
+              **({"video_fps": float(video_fps), "video_size": int(video_size),
+                  "video_detector": str(video_detector), "n_videos": video_stats["videos"],
+                  "videos_missing": video_stats["missing"],
+                  "video_frames_no_face": video_stats["no_face_frames"]} if use_video else {}),
               "condition_source": how_found, "skipped_files": len(policy.skipped)},
     )
 

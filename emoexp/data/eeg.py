@@ -318,6 +318,97 @@ class TrialArray:
         return out
 
 
+class FrameArray:
+    """Video frames of trials: a (n_rows, F, S, S, 3) uint8 array (a .npy file, memory-mapped
+    per process, or in memory) and ``row_of`` (n_trials,) giving each trial's row, -1 for none.
+
+    Only trials that have a video take space (in EAV, the speaking half). ``read_many`` gathers
+    given frames of given trials and gives zeros for trials without a video.
+    """
+
+    def __init__(self, data: np.ndarray | None = None, *, path: str | os.PathLike | None = None,
+                 row_of: np.ndarray):
+        if (data is None) == (path is None):
+            raise ValueError("give exactly one of data or path")
+        self.path = Path(path) if path is not None else None
+        self._data = None if data is None else np.ascontiguousarray(data, dtype=np.uint8)
+        if self._data is not None:
+            shape = self._data.shape
+        else:
+            try:
+                shape, dtype, fortran, _ = npy_header(self.path)
+            except (OSError, ValueError) as e:
+                raise DataError(self.path, f"is not a readable .npy cache file: {e}") from e
+            if dtype != np.dtype("u1") or fortran:
+                raise DataError(self.path, f"cache file holds {dtype} (fortran={fortran}); expected uint8 frames")
+        if len(shape) != 5 or shape[-1] != 3 or shape[2] != shape[3]:
+            raise ValueError(f"expected (n_rows, F, S, S, 3) frames, got shape {tuple(shape)}")
+        self._shape: tuple[int, ...] = tuple(int(v) for v in shape)
+        self.row_of = np.asarray(row_of, dtype=np.int64)
+        if self.row_of.ndim != 1 or (self.row_of.size and self.row_of.max() >= self._shape[0]):
+            raise IndexError("row_of must be (n_trials,) rows of the frame array, -1 for none")
+        self._mm: np.ndarray | None = None
+        self._mm_pid: int | None = None
+
+    @classmethod
+    def from_npy(cls, path: str | os.PathLike, row_of: np.ndarray) -> FrameArray:
+        return cls(path=path, row_of=row_of)
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.row_of)
+
+    @property
+    def n_frames(self) -> int:
+        return self._shape[1]
+
+    @property
+    def size(self) -> int:
+        return self._shape[2]
+
+    @property
+    def has_video(self) -> np.ndarray:
+        """(n_trials,) bool: which trials have frames."""
+        return self.row_of >= 0
+
+    def __repr__(self) -> str:
+        return f"FrameArray({self.n_trials} trials, {int(self.has_video.sum())} with {self.n_frames} frames of {self.size}px)"
+
+    def subset(self, trials: np.ndarray) -> FrameArray:
+        out = FrameArray.__new__(FrameArray)
+        out.__dict__.update(self.__getstate__())
+        out.row_of = self.row_of[np.asarray(trials, dtype=np.int64)]
+        return out
+
+    def __getstate__(self) -> dict:
+        # a memory map is reopened in each process (DataLoader workers), never pickled whole
+        state = self.__dict__.copy()
+        state["_mm"], state["_mm_pid"] = None, None
+        return state
+
+    def _array(self) -> np.ndarray:
+        if self._data is not None:
+            return self._data
+        if self._mm is None or self._mm_pid != os.getpid():
+            # np.load cannot map a 0-byte array: a subject with no readable video
+            self._mm = np.load(self.path, mmap_mode="r") if self._shape[0] else np.zeros(self._shape, np.uint8)
+            self._mm_pid = os.getpid()
+        return self._mm
+
+    def read_many(self, trials: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(B, K, S, S, 3) uint8: frames ``frames`` (B, K) of ``trials`` (B,), clipped to the
+        last frame; zeros for a trial without video."""
+        trials = np.asarray(trials, dtype=np.int64)
+        frames = np.minimum(np.asarray(frames, dtype=np.int64), self.n_frames - 1)
+        S = self.size
+        out = np.zeros((len(trials), frames.shape[1], S, S, 3), dtype=np.uint8)
+        rows = self.row_of[trials]
+        have = rows >= 0
+        if have.any():
+            out[have] = self._array()[rows[have][:, None], frames[have]]
+        return out
+
+
 # ---------------------------------------------------------------------------------------------
 # per-subject recordings
 
@@ -328,7 +419,9 @@ class EEGRecordings:
     ``eeg[s]`` is a :class:`TrialArray` (n_trials, T, C) float32 (T may differ between subjects).
     ``audio[s]``, when present, holds MFCC frames stored frame-major (n_trials, F, n_mfcc) so that
     a window's frames are one contiguous block; :meth:`audio_mfcc` gives (n_trials, n_mfcc, F).
-    ``audio_mask[s]`` (n_trials,) float32 is 0 where a trial has no audio.
+    ``audio_mask[s]`` (n_trials,) float32 is 0 where a trial has no audio. ``video[s]``, when
+    present, is a :class:`FrameArray` of face crops sampled at ``video_fps``; ``video_mask[s]``
+    (n_trials,) float32 is 0 where a trial has no (readable) video.
     """
 
     subject_ids: list[str]
@@ -342,6 +435,9 @@ class EEGRecordings:
     audio: dict[str, TrialArray] | None = None
     audio_mask: dict[str, np.ndarray] | None = None
     audio_frame_rate: float | None = None
+    video: dict[str, FrameArray] | None = None
+    video_mask: dict[str, np.ndarray] | None = None
+    video_fps: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -368,8 +464,15 @@ class EEGRecordings:
                     raise ValueError(f"{s}: audio trials do not match EEG trials")
                 if self.audio_mask is None or self.audio_mask[s].shape != labels.shape:
                     raise ValueError(f"{s}: audio_mask missing or of the wrong shape")
+            if self.video is not None:
+                if self.video[s].n_trials != labels.size:
+                    raise ValueError(f"{s}: video trials do not match EEG trials")
+                if self.video_mask is None or self.video_mask[s].shape != labels.shape:
+                    raise ValueError(f"{s}: video_mask missing or of the wrong shape")
         if self.audio is not None and not self.audio_frame_rate:
             raise ValueError("audio needs audio_frame_rate")
+        if self.video is not None and not self.video_fps:
+            raise ValueError("video needs video_fps")
 
     @classmethod
     def from_arrays(
@@ -418,6 +521,14 @@ class EEGRecordings:
         return self.audio is not None
 
     @property
+    def has_video(self) -> bool:
+        return self.video is not None
+
+    @property
+    def video_size(self) -> int | None:
+        return None if self.video is None else self.video[self.subject_ids[0]].size
+
+    @property
     def n_mfcc(self) -> int | None:
         return None if self.audio is None else self.audio[self.subject_ids[0]].width
 
@@ -449,8 +560,17 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Items are ``{"eeg": (C, window_size) float32 z-scored per channel, target_key: int64}`` and,
     with ``with_audio``, ``"audio"`` (n_mfcc, F_win) float32 frames over the same time span and
-    ``"audio_mask"`` () float32. The index is three flat numpy arrays (subject, trial, start), so
-    even millions of windows cost a few bytes each. ``__getitems__`` returns a ready batch.
+    ``"audio_mask"`` () float32. With ``with_video``, ``"video"`` (video_frames, 3, S, S) float32
+    face crops evenly spaced over the window, normalised as the face models' inputs (grey first
+    with ``video_grayscale``), exactly zero where the trial has no video, and ``"video_mask"`` ()
+    float32. The index is three flat numpy arrays (subject, trial, start), so even millions of
+    windows cost a few bytes each. ``__getitems__`` returns a ready batch.
+
+    ``modality_dropout`` (training sets only) masks one of a window's present modalities with
+    that probability (``eeg_mask``, ``audio_mask`` or ``video_mask`` set to 0; video zeroed),
+    drawn from torch's global generator (seeded and checkpointed by the engine): a fused model
+    must then predict from each modality alone now and then, so one that is easy to memorise
+    (EEG noise) cannot carry the whole fit while another (faces) is still being learnt.
     """
 
     def __init__(
@@ -462,6 +582,10 @@ class WindowDataset(torch.utils.data.Dataset):
         trials: dict[str, np.ndarray] | None = None,
         target_key: str = "emotion",
         with_audio: bool = False,
+        with_video: bool = False,
+        video_frames: int = 4,
+        video_grayscale: bool = False,
+        modality_dropout: float = 0.0,
     ):
         if window_size < 1 or stride < 1:
             raise ValueError("window_size and stride must be >= 1")
@@ -470,12 +594,22 @@ class WindowDataset(torch.utils.data.Dataset):
             raise KeyError(f"unknown subjects: {unknown}")
         if with_audio and not recordings.has_audio:
             raise ValueError("with_audio=True but the recordings carry no audio (use_audio=False?)")
+        if with_video and not recordings.has_video:
+            raise ValueError("with_video=True but the recordings carry no video (use_video=False?)")
+        if with_video and video_frames < 1:
+            raise ValueError(f"video_frames must be >= 1, not {video_frames}")
         self.recordings = recordings
         self.subjects = list(subjects)
         self.window_size = int(window_size)
         self.stride = int(stride)
         self.target_key = target_key
         self.with_audio = with_audio
+        self.with_video = with_video
+        self.video_frames = int(video_frames)
+        self.video_grayscale = bool(video_grayscale)
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must lie in [0, 1), not {modality_dropout}")
+        self.modality_dropout = float(modality_dropout)
         self._eeg = [recordings.eeg[s] for s in self.subjects]
         self._labels = [recordings.trial_labels[s] for s in self.subjects]
 
@@ -518,6 +652,9 @@ class WindowDataset(torch.utils.data.Dataset):
             self.audio_starts = np.round(self.starts / recordings.sample_rate * rate).astype(np.int64)
             self._audio = [recordings.audio[s] for s in self.subjects]
             self._mask = [recordings.audio_mask[s] for s in self.subjects]
+        if with_video:
+            self._video = [recordings.video[s] for s in self.subjects]
+            self._video_mask = [recordings.video_mask[s] for s in self.subjects]
 
     @property
     def targets(self) -> np.ndarray:
@@ -530,6 +667,42 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.subject_idx)
+
+    def video_frame_index(self, starts: np.ndarray) -> np.ndarray:
+        """(B, video_frames) indices into the cached frames for windows starting at ``starts``:
+        the frames nearest to evenly spaced points (the centres of equal slices) of each window."""
+        fps, sr = float(self.recordings.video_fps), float(self.recordings.sample_rate)
+        t = (np.asarray(starts, dtype=np.float64)[:, None]
+             + (np.arange(self.video_frames) + 0.5)[None, :] * self.window_size / self.video_frames) / sr
+        return np.floor(t * fps).astype(np.int64)                      # (B, F)
+
+    def read_video(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Raw frames (B, video_frames, S, S, 3) uint8 of windows ``indices`` and their mask (B,)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        idx = np.where(idx < 0, idx + len(self), idx)
+        subj, trial = self.subject_idx[idx], self.trial_idx[idx]
+        frame_idx = self.video_frame_index(self.starts[idx])
+        S = self.recordings.video_size
+        frames = np.zeros((len(idx), self.video_frames, S, S, 3), dtype=np.uint8)
+        mask = np.zeros(len(idx), dtype=np.float32)
+        for k in np.unique(subj).tolist():
+            m = subj == k
+            frames[m] = self._video[k].read_many(trial[m], frame_idx[m])
+            mask[m] = self._video_mask[k][trial[m]]
+        return frames, mask
+
+    def _video_tensor(self, frames: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """uint8 (B, F, S, S, 3) -> normalised float32 (B, F, 3, S, S); masked samples all zero."""
+        from emoexp.data.images import normalise, to_gray3
+
+        if self.video_grayscale:
+            frames = to_gray3(frames)
+        B, F, S = frames.shape[0], frames.shape[1], frames.shape[2]
+        x = torch.from_numpy(np.ascontiguousarray(frames)).view(B * F, S, S, 3).permute(0, 3, 1, 2)  # -> (B*F, 3, S, S)
+        x = normalise(x).view(B, F, 3, S, S)
+        # exact zeros mark "no video": the video encoder skips such samples (see models/video.py)
+        x[torch.from_numpy(mask) == 0] = 0.0
+        return x
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if i < 0:
@@ -544,6 +717,10 @@ class WindowDataset(torch.utils.data.Dataset):
             frames = self._audio[k].read(t, int(self.audio_starts[i]), self.audio_frames)  # (F, n_mfcc)
             item["audio"] = torch.from_numpy(np.ascontiguousarray(frames.T))  # (F, n_mfcc) -> (n_mfcc, F)
             item["audio_mask"] = torch.tensor(self._mask[k][t], dtype=torch.float32)
+        if self.with_video:
+            frames, mask = self.read_video([i])
+            item["video"] = self._video_tensor(frames, mask)[0]          # (F, 3, S, S)
+            item["video_mask"] = torch.tensor(mask[0], dtype=torch.float32)
         return item
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -568,4 +745,27 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.with_audio:
             batch["audio"] = torch.from_numpy(np.ascontiguousarray(audio.transpose(0, 2, 1)))  # (B, F, n_mfcc) -> (B, n_mfcc, F)
             batch["audio_mask"] = torch.from_numpy(mask)
+        if self.with_video:
+            frames, vmask = self.read_video(idx)
+            batch["video"] = self._video_tensor(frames, vmask)              # (B, F, 3, S, S)
+            batch["video_mask"] = torch.from_numpy(vmask)
+        if self.modality_dropout > 0 and (self.with_audio or self.with_video):
+            self._drop_modalities(batch)
         return batch
+
+    def _drop_modalities(self, batch: dict[str, torch.Tensor]) -> None:
+        """Mask one present modality of a ``modality_dropout`` share of the windows, in place;
+        a window with a single present modality keeps it."""
+        names = ["eeg"] + (["audio"] if self.with_audio else []) + (["video"] if self.with_video else [])
+        B = batch["eeg"].shape[0]
+        present = torch.stack([torch.ones(B, dtype=torch.bool) if m == "eeg" else batch[f"{m}_mask"] > 0
+                               for m in names], dim=1)                  # (B, M)
+        drop = (torch.rand(B) < self.modality_dropout) & (present.sum(dim=1) >= 2)
+        # one of the present modalities, uniformly: the argmax of random scores over them
+        which = torch.rand(B, len(names)).masked_fill(~present, -1.0).argmax(dim=1)
+        batch["eeg_mask"] = torch.ones(B)
+        for j, m in enumerate(names):
+            hit = drop & (which == j)
+            batch[f"{m}_mask"][hit] = 0.0
+            if m == "video":
+                batch[m][hit] = 0.0   # as a missing video: the encoder skips it (no BatchNorm update)

@@ -21,6 +21,7 @@ from emoexp.data.faced import (
     FACED_EEG_CHANNELS,
     FACED_SAMPLE_RATE,
 )
+from emoexp.data.synth_faces import synth_affectnet, synth_face_video, synth_fer2013
 
 # FACED channels carrying the class oscillation (midline, central and occipital sites).
 FACED_PLANT_CHANNELS = [FACED_EEG_CHANNELS.index(c) for c in ("FZ", "CZ", "C3", "C4", "PZ", "OZ", "O1", "O2")]
@@ -125,25 +126,73 @@ def synth_eav(
     n_samples: int = 2000,
     audio_rate: int = 22050,
     with_audio: bool = True,
-    with_video: bool = False,
+    with_video: bool | None = None,
+    video_fps: float = 5.0,
+    video_size: int = 64,
     amplitude: float = 8.0,
 ) -> Path:
-    """Write ``out/subject{N}/EEG/...`` (+ ``Audio/`` wavs of the speaking trials).
+    """Write ``out/subject{N}/EEG/...``, ``Audio/`` wavs and ``Video/`` mp4s of the speaking trials.
 
     Trials alternate listening (odd 1-based number) and speaking (even), in pairs with the same
-    emotion; label row = 2 * emotion + (1 if speaking else 0). No video is written
-    (``with_video`` is accepted for the CLI but does nothing yet): the loader reads the speaking
-    trials' conditions from the audio names and infers the listening ones from the label rows,
-    or from trial parity when ``with_audio`` is False.
+    emotion; label row = 2 * emotion + (1 if speaking else 0). The loader reads the speaking
+    trials' conditions from the media names and infers the listening ones from the label rows,
+    or from trial parity when no media are written.
+
+    Videos (``with_video``; None: as ``with_audio``, since the release ships both) are named like
+    the real ones (``002_Trial_02_Speaking_Neutral.mp4``), last as long as the trial, and show one
+    drawn face per subject (same person, room and camera in every trial) whose expression follows
+    the trial's emotion: neutral, sad, angry, happy, and calmness as a faint smile. The face drifts
+    a little from frame to frame over ``video_fps`` frames per second of ``video_size`` px high,
+    4:3 frames (the real ones are 640x480 at 30 fps; tiny ones keep this fast). ``amplitude``
+    (uV, against EEG noise of std 15) sets how strong the planted EEG signal is: 0 leaves the
+    class in the audio and video only.
     """
     import scipy.io
     import soundfile as sf
 
     if trials < 10 or trials % 10:
         raise ValueError(f"trials must be a positive multiple of 10, not {trials}")
-    del with_video  # video synthesis is not implemented; nothing is written for it
+    with_video = with_audio if with_video is None else bool(with_video)
+    if with_video and (video_fps <= 0 or int(video_size) < 32):
+        raise ValueError(f"video_fps must be > 0 and video_size >= 32, not {video_fps}, {video_size}")
     out = Path(out)
     n_pairs = trials // 2
+
+    def write_video(path: Path, emotion: int, subject: int, trial: int) -> None:
+        """One trial's .mp4: the subject's face showing ``emotion``, a little motion and noise."""
+        import cv2
+
+        from emoexp.data.synth_faces import canonical_emotion, draw_face
+
+        name = EAV_CLASSES[emotion]
+        vrng = np.random.default_rng([seed, subject, trial, 17])
+        if name == "calmness":     # no drawn "calm" class: a relaxed face, the faintest smile
+            drawn, intensity = "happy", vrng.uniform(0.4, 0.55)
+        else:
+            drawn = canonical_emotion(name)
+            intensity = 1.0 if drawn == "neutral" else vrng.uniform(1.2, 1.5)
+        h = int(video_size)
+        w = h * 4 // 3 + (h * 4 // 3) % 2                     # codecs want even sides
+        # the same generator state for every trial of a subject: the same person and room; only
+        # the expression (and its strength) differs between trials
+        face = draw_face(drawn, h, np.random.default_rng([seed, subject, 0xFACE]), intensity=intensity)
+        face = face.astype(np.float32) * vrng.uniform(0.9, 1.1)  # exposure differs per trial
+        frame0 = cv2.copyMakeBorder(face, 0, 0, (w - h) // 2, w - h - (w - h) // 2, cv2.BORDER_REPLICATE)
+        n_frames = max(1, int(round(n_samples / EAV_SAMPLE_RATE * video_fps)))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(video_fps), (w, h))
+        if not writer.isOpened():
+            raise OSError(f"OpenCV could not open a video writer for {path}")
+        try:
+            for _ in range(n_frames):
+                # head motion: +-3 degrees, +-3% scale, +-2 px
+                m = cv2.getRotationMatrix2D((w / 2, h / 2), vrng.uniform(-3, 3), vrng.uniform(0.97, 1.03))
+                m[:, 2] += vrng.uniform(-2, 2, size=2)
+                frame = cv2.warpAffine(frame0, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+                frame = np.clip(frame + vrng.normal(0.0, 3.0, frame.shape), 0, 255).astype(np.uint8)
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+
     for s in range(1, subjects + 1):
         rng = np.random.default_rng([seed, s])
         folder = out / f"subject{s}"
@@ -173,10 +222,22 @@ def synth_eav(
                 y = _speech(rng, int(emotions[i]), n_audio, audio_rate, actor_pitch, timbre)
                 name = _eav_media_stem(i + 1, "speaking", int(emotions[i])) + "_Aud.wav"
                 sf.write(folder / "Audio" / name, y, audio_rate, subtype="PCM_16")
+        if with_video:
+            # own generators (above), so the EEG and audio of a seed do not change with videos
+            (folder / "Video").mkdir(exist_ok=True)
+            for i in np.flatnonzero(speaking):
+                name = _eav_media_stem(i + 1, "speaking", int(emotions[i])) + ".mp4"
+                write_video(folder / "Video" / name, int(emotions[i]), s, i + 1)
     return out
 
 
-SYNTHESIZERS: dict[str, Callable[..., Path]] = {"faced": synth_faced, "eav": synth_eav}
+SYNTHESIZERS: dict[str, Callable[..., Path]] = {
+    "faced": synth_faced,
+    "eav": synth_eav,
+    "fer2013": synth_fer2013,
+    "affectnet": synth_affectnet,
+    "face-video": synth_face_video,
+}
 
 
 def synth(name: str, out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, **options) -> Path:
@@ -187,4 +248,12 @@ def synth(name: str, out: str | os.PathLike, *, subjects: int = 4, seed: int = 0
         raise ValueError(
             f"no synthetic generator for {name!r}; known: {', '.join(sorted(SYNTHESIZERS))}"
         ) from None
+    import inspect
+
+    params = inspect.signature(make).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = sorted(k for k in params if k not in ("out", "subjects", "seed"))
+            raise ValueError(f"{name}: unknown generator option(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return make(out, subjects=subjects, seed=seed, **options)

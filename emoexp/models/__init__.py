@@ -4,9 +4,10 @@ Each model module is imported here by name so its ``@register_model`` runs; add 
 this list (and an input to the factory in ``tests/test_models.py``) to register a model.
 """
 
-from emoexp.models import audio, eeg, fusion, heads  # noqa: F401  (imported to register)
+from emoexp.models import audio, eeg, face, fusion, heads, video  # noqa: F401  (imported to register)
 from emoexp.models.audio import AudioEncoder
 from emoexp.models.eeg import EEGEncoder, EEGEncoderLSTM
+from emoexp.models.face import FaceDenseNet, FaceSmallCNN
 from emoexp.models.fusion import (
     ChannelAdapter,
     MultimodalNet,
@@ -16,6 +17,7 @@ from emoexp.models.fusion import (
 )
 from emoexp.models.heads import ClassifierHead
 from emoexp.models.registry import create_model, list_models, register_model
+from emoexp.models.video import VideoFramesEncoder
 
 __all__ = [
     "AudioEncoder",
@@ -23,6 +25,8 @@ __all__ = [
     "ClassifierHead",
     "EEGEncoder",
     "EEGEncoderLSTM",
+    "FaceDenseNet",
+    "FaceSmallCNN",
     "MultimodalNet",
     "build_multimodal_net",
     "create_model",
@@ -30,4 +34,5 @@ __all__ = [
     "list_models",
     "load_encoder_state",
     "register_model",
+    "VideoFramesEncoder",
 ]

@@ -39,6 +39,12 @@ class Task:
         """Load pretrained weights into a fresh model; return tags describing what was loaded."""
         return {}
 
+    def epoch_sampler(self, dataset, cfg: TrainConfig, generator, targets, weights: dict[str, float],
+                      class_names: list[str]):
+        """A torch Sampler for one training epoch, or None for the engine's (uniform, or drawn
+        in proportion to the per-class sampling weights)."""
+        return None
+
     def head_loss_weights(self, cfg: TrainConfig, info: dict[str, Any]) -> dict[str, float]:
         return {h: 1.0 for h in info["heads"]}
 

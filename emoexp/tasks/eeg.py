@@ -1,4 +1,4 @@
-"""EEG entry points of seed 000: pre-train on FACED, fine-tune on EAV (EEG + audio)."""
+"""EEG entry points of seed 000: pre-train on FACED, fine-tune on EAV (EEG + audio + video)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from emoexp.tasks.base import Task, register_task
 log = logging.getLogger(__name__)
 
 _ENCODERS = {"cnn": "eeg_cnn", "cnn_lstm": "eeg_cnn_lstm"}
+# The face encoder behind finetune_eav's video: "small_cnn" (trained jointly) or a train_face URI.
+# TODO(lead): move to emoexp.tracking with the other tag names.
+TAG_VIDEO_ENCODER = "emoexp.video_encoder"
+JOINT_VIDEO_ENCODER = "small_cnn"
+JOINT_VIDEO_SIZE = 48            # FER2013's side: small faces, cheap per frame
 
 
 class _EEGTask(Task):
@@ -27,7 +32,11 @@ class _EEGTask(Task):
         from emoexp.data.splits import split_subjects, split_trials
 
         with_audio = bool(getattr(cfg, "use_audio", False))
+        with_video = bool(getattr(cfg, "use_video", False))
         kw = dict(window_size=cfg.window_size, stride=cfg.stride, target_key="emotion", with_audio=with_audio)
+        if with_video:
+            kw.update(with_video=True, video_frames=cfg.video_frames,
+                      video_grayscale=bool((extra_info or {}).get("video_grayscale", False)))
         if cfg.split == "subject":
             sp = split_subjects(rec.subject_ids, val_fraction=cfg.val_fraction,
                                 test_fraction=cfg.test_fraction, seed=cfg.seed)
@@ -42,7 +51,9 @@ class _EEGTask(Task):
                                            for side, t in trials.items()}}
         ds = {}
         for side, (subjects, trials) in sides.items():
-            ds[side] = WindowDataset(rec, subjects, trials=trials, **kw) if subjects else None
+            # modality dropout is a training-time regulariser: val and test see every modality
+            extra = {"modality_dropout": float(getattr(cfg, "modality_dropout", 0.0))} if side == "train" else {}
+            ds[side] = WindowDataset(rec, subjects, trials=trials, **kw, **extra) if subjects else None
         if ds["train"] is None or len(ds["train"]) == 0 or ds["val"] is None or len(ds["val"]) == 0:
             raise ConfigError(
                 f"{cfg.data_dir}: the {cfg.split} split left no training or validation windows "
@@ -50,7 +61,16 @@ class _EEGTask(Task):
                 "add subjects, shrink window_size, or use split=trial"
             )
         train = ds["train"]
-        example_batch = train.__getitems__([0, min(1, len(train) - 1)])
+        example_idx = [0, min(1, len(train) - 1)]
+        if with_video:
+            # windows of trials with a video, so the example shows real face crops
+            has = np.zeros(len(train), dtype=bool)
+            for k, s in enumerate(train.subjects):
+                sel = train.subject_idx == k
+                has[sel] = rec.video_mask[s][train.trial_idx[sel]] > 0
+            found = np.flatnonzero(has)[:2].tolist()
+            example_idx = found if len(found) == 2 else example_idx
+        example_batch = train.__getitems__(example_idx)
         example = {"eeg": example_batch["eeg"].numpy().astype(np.float32)}
         info = {
             "dataset": dataset,
@@ -68,6 +88,13 @@ class _EEGTask(Task):
             # The served model takes the window's waveform; the example is quiet noise of that length.
             rng = np.random.default_rng(0)
             example["audio"] = (0.01 * rng.standard_normal((2, n))).astype(np.float32)
+        if with_video:
+            info.update(video_frames=int(cfg.video_frames), video_size=int(rec.video_size),
+                        video_fps=float(rec.video_fps), video_detector=str(cfg.video_detector),
+                        **{k: rec.info[k] for k in ("n_videos", "videos_missing", "video_frames_no_face")})
+            # The served model takes face crops (B, F, S, S, 3) uint8 (other frame sizes are cut
+            # by the detector first); the example is the crops of the example windows.
+            example["video"] = train.read_video(example_idx)[0]
         return DataBundle(
             train=train, val=ds["val"], test=ds["test"],
             heads={"emotion": list(rec.class_names)},
@@ -85,6 +112,13 @@ class _EEGTask(Task):
         }
         if getattr(cfg, "use_audio", False):
             modalities["audio"] = {"model": "audio_mfcc", "n_mfcc": cfg.n_mfcc, "latent_dim": cfg.latent_dim}
+        if getattr(cfg, "use_video", False):
+            # from the info alone (no URI is read here): a checkpoint rebuilds its model offline
+            modalities["video"] = {
+                "model": "video_frames", "frame_model": info["video_frame_model"],
+                "frame_kwargs": dict(info.get("video_frame_kwargs") or {}), "pooling": cfg.video_pooling,
+                "freeze": bool(info.get("video_frozen", False)),
+            }
         adapter = (int(info["n_channels"]), in_ch) if info.get("channel_adapter") == "linear" else None
         return build_multimodal_net(
             modalities=modalities,
@@ -115,6 +149,8 @@ class _EEGTask(Task):
         batch = {"eeg": torch.from_numpy(zscore(eeg))}
         if getattr(cfg, "use_audio", False):
             batch.update(_audio_batch(inputs.get("audio"), eeg.shape[0], cfg, info))
+        if getattr(cfg, "use_video", False):
+            batch.update(_video_batch(inputs.get("video"), eeg.shape[0], info))
         return batch
 
 
@@ -141,6 +177,52 @@ def _audio_batch(audio, n: int, cfg: FinetuneEavConfig, info: dict[str, Any]) ->
             out[i, :, : m.shape[1]] = m
             mask[i] = 1.0
     return {"audio": torch.from_numpy(out), "audio_mask": torch.from_numpy(mask)}
+
+
+_DETECTORS: dict[str, Any] = {}
+
+
+def _video_batch(video, n: int, info: dict[str, Any]) -> dict:
+    """Frames (B, F, H, W, 3) uint8 per EEG window -> normalised face crops + mask.
+
+    Frames of the model's crop size (S x S) are taken as face crops, cut as in training; other
+    sizes are cut here by the training's face detector. A window with no video (``video``
+    absent, or all-zero frames) is masked, like a listening trial in training.
+    """
+    import numpy as np
+    import torch
+
+    from emoexp.data.eav import face_crops
+    from emoexp.data.images import as_image_batch, preprocess
+
+    S, F = int(info["video_size"]), int(info["video_frames"])
+    gray = bool(info.get("video_grayscale", False))
+    if video is None:
+        return {"video": torch.zeros(n, F, 3, S, S), "video_mask": torch.zeros(n)}
+    v = np.asarray(video)
+    if v.ndim == 4:
+        v = v[None]  # one window's frames: (F, H, W, 3) -> (1, F, H, W, 3)
+    if v.ndim != 5 or v.shape[-1] != 3 or v.shape[1] < 1:
+        raise ValueError(f"video must be (B, frames, H, W, 3) uint8 RGB frames per eeg window "
+                         f"(face crops of {S}x{S} as in training, or whole frames); got shape {v.shape}")
+    if v.shape[0] != n:
+        raise ValueError(f"video has {v.shape[0]} clips for {n} eeg windows")
+    out = torch.zeros(n, v.shape[1], 3, S, S)
+    mask = torch.zeros(n)
+    for i, clip in enumerate(v):
+        if not np.any(clip):
+            continue  # black frames stand for "no video": masked like a listening trial
+        frames = as_image_batch(clip, what="video frames")                # (F, H, W, 3) uint8
+        if frames.shape[1:3] != (S, S):
+            spec = str(info.get("video_detector", "auto"))
+            if spec not in _DETECTORS:
+                from emoexp.video import make_detector
+
+                _DETECTORS[spec] = make_detector(spec)
+            frames = face_crops(frames, _DETECTORS[spec], S)[0]
+        out[i] = preprocess(frames, S, gray)                               # (F, 3, S, S)
+        mask[i] = 1.0
+    return {"video": out, "video_mask": mask}
 
 
 @register_task
@@ -175,7 +257,7 @@ class FinetuneEav(_EEGTask):
     dataset = "eav"
     registered_model = "emoexp-eeg"
     config_cls = FinetuneEavConfig
-    summary = "Fine-tune on EAV (5 emotions) from a pretrained encoder, optionally fusing audio."
+    summary = "Fine-tune on EAV (5 emotions) from a pretrained encoder, optionally fusing audio and video."
 
     def __init__(self) -> None:
         self._pretrained: dict[str, dict] = {}
@@ -195,6 +277,15 @@ class FinetuneEav(_EEGTask):
             if _has_pretrained(cfg):
                 kind = self._load_pretrained(cfg.pretrained)["info"].get("encoder", "cnn")
             cfg = dataclasses.replace(cfg, encoder=kind)
+        if cfg.use_video:
+            size = JOINT_VIDEO_SIZE
+            if _video_uri(cfg):
+                size = int(self._face_checkpoint(cfg)["info"]["image_size"])
+                if cfg.video_size and cfg.video_size != size:
+                    log.warning("video_size=%d, but the face encoder of %s was trained on %dx%d images",
+                                cfg.video_size, cfg.video_encoder, size, size)
+            if not cfg.video_size:
+                cfg = dataclasses.replace(cfg, video_size=size)
         return cfg
 
     def build_data(self, cfg: FinetuneEavConfig):
@@ -202,12 +293,59 @@ class FinetuneEav(_EEGTask):
         from emoexp.data.eav import load_eav
 
         policy = BadFilePolicy(cfg.on_bad_file)
+        video = self._video_info(cfg)
         rec = load_eav(cfg.data_dir, condition=cfg.condition, sample_rate=cfg.sample_rate,
                        use_audio=cfg.use_audio, audio_sample_rate=cfg.audio_sample_rate,
-                       n_mfcc=cfg.n_mfcc, cache_dir=cfg.cache_dir or None, on_bad_file=policy,
+                       n_mfcc=cfg.n_mfcc, use_video=cfg.use_video, video_fps=cfg.video_fps,
+                       video_size=cfg.video_size or JOINT_VIDEO_SIZE, video_detector=cfg.video_detector,
+                       cache_dir=cfg.cache_dir or None, on_bad_file=policy,
                        max_subjects=cfg.max_subjects or None)
-        extra = {"encoder": cfg.encoder, **self._transfer_info(cfg, rec)}
+        extra = {"encoder": cfg.encoder, **self._transfer_info(cfg, rec), **video}
         return self._bundle(rec, cfg, policy, "eav", extra)
+
+    def _face_checkpoint(self, cfg: FinetuneEavConfig) -> dict:
+        """The train_face checkpoint named by ``video_encoder``, checked to hold a face encoder."""
+        from emoexp.checkpoints import CheckpointError
+
+        uri = cfg.video_encoder
+        try:
+            face = self._load_pretrained(uri)
+        except CheckpointError as e:
+            raise ConfigError(f"video_encoder={uri}: {e} (give {JOINT_VIDEO_ENCODER}, or a train_face "
+                              "model: runs:/ID/model, models:/emoexp-face@staging, a checkpoint path)") from None
+        task = face.get("task")
+        has_image = any(k.startswith("encoders.image.") for k in face.get("model", {}))
+        if task != "train_face" or not has_image or "image_size" not in face.get("info", {}):
+            raise ConfigError(
+                f"video_encoder={uri}: a {task!r} model, not a face model; give a train_face model "
+                f"(runs:/ID/model of a train_face run, models:/emoexp-face@staging) or {JOINT_VIDEO_ENCODER}"
+            )
+        return face
+
+    def _video_info(self, cfg: FinetuneEavConfig) -> dict[str, Any]:
+        """How the video frames are encoded: what build_model needs to rebuild the encoder alone."""
+        if not cfg.use_video:
+            return {}
+        if not _video_uri(cfg):
+            return {"video_encoder": JOINT_VIDEO_ENCODER, "video_frame_model": "face_small_cnn",
+                    "video_frame_kwargs": {"latent_dim": cfg.latent_dim}, "video_grayscale": False,
+                    "video_frozen": False}
+        from emoexp.models.face import FACE_ENCODERS
+
+        face = self._face_checkpoint(cfg)
+        backbone = face["info"].get("backbone") or face["config"].get("backbone")
+        if backbone not in FACE_ENCODERS:
+            raise ConfigError(f"video_encoder={cfg.video_encoder}: unknown face backbone {backbone!r}")
+        kwargs: dict[str, Any] = {}
+        if backbone == "small_cnn":
+            # the widths the face model was built with, read off its weights
+            state = face["model"]
+            kwargs = {"latent_dim": int(state["encoders.image.proj.weight"].shape[0]),
+                      "width": int(state["encoders.image.features.0.0.weight"].shape[0])}
+        return {"video_encoder": cfg.video_encoder, "video_frame_model": FACE_ENCODERS[backbone],
+                "video_frame_kwargs": kwargs, "video_grayscale": bool(face["info"].get("grayscale", False)),
+                "video_frozen": bool(cfg.freeze_video_encoder), "video_face_classes":
+                list(face["info"].get("heads", {}).get("emotion", []))}
 
     def _transfer_info(self, cfg: FinetuneEavConfig, rec) -> dict[str, Any]:
         """Decide, explicitly, how EAV's channels meet the pretrained encoder's."""
@@ -245,8 +383,13 @@ class FinetuneEav(_EEGTask):
                 "pretrained_channel_names": src_names}
 
     def init_from_pretrained(self, model, cfg: FinetuneEavConfig, info: dict[str, Any]) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        if cfg.use_video:
+            tags[TAG_VIDEO_ENCODER] = cfg.video_encoder
+            if _video_uri(cfg):
+                self._load_face_encoder(model, cfg)
         if not _has_pretrained(cfg):
-            return {}
+            return tags
         from emoexp.models import load_encoder_state
 
         pre = self._load_pretrained(cfg.pretrained)
@@ -256,8 +399,27 @@ class FinetuneEav(_EEGTask):
             raise ConfigError(f"pretrained={cfg.pretrained}: the checkpoint holds no EEG encoder weights")
         load_encoder_state(model, state, "eeg")
         log.info("loaded the pretrained EEG encoder from %s", cfg.pretrained)
-        return {T.TAG_PRETRAINED_FROM: cfg.pretrained, T.TAG_CHANNEL_ADAPTER: info.get("channel_adapter", "none")}
+        return {**tags, T.TAG_PRETRAINED_FROM: cfg.pretrained,
+                T.TAG_CHANNEL_ADAPTER: info.get("channel_adapter", "none")}
+
+    def _load_face_encoder(self, model, cfg: FinetuneEavConfig) -> None:
+        """The train_face model's image encoder -> the video encoder's per-frame encoder."""
+        face = self._face_checkpoint(cfg)
+        prefix = "encoders.image."
+        state = {k[len(prefix):]: v for k, v in face["model"].items() if k.startswith(prefix)}
+        try:
+            model.encoders["video"].frames.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ConfigError(f"video_encoder={cfg.video_encoder}: its face encoder does not fit the video "
+                              f"encoder ({str(e).splitlines()[0]})") from None
+        log.info("loaded the face encoder of %s for the video frames (%s)", cfg.video_encoder,
+                 "frozen" if cfg.freeze_video_encoder else "fine-tuned")
 
 
 def _has_pretrained(cfg: FinetuneEavConfig) -> bool:
     return bool(cfg.pretrained) and cfg.pretrained.lower() != "none"
+
+
+def _video_uri(cfg: FinetuneEavConfig) -> bool:
+    """True when video_encoder names a face model to load (anything but the jointly trained CNN)."""
+    return cfg.video_encoder.strip().lower() != JOINT_VIDEO_ENCODER
