@@ -63,11 +63,13 @@ def test_eav_audio_pitch_depends_on_class(eav_dir):
 
 
 def test_synth_registry(tmp_path):
-    assert set(SYNTHESIZERS) >= {"faced", "eav"}
+    assert set(SYNTHESIZERS) >= {"faced", "eav", "fer2013", "affectnet", "face-video"}
     out = synth("faced", tmp_path / "f", subjects=1, seed=0, n_samples=100)
     assert sorted(p.name for p in (out / "Processed_data").iterdir()) == ["sub000.pkl"]
-    with pytest.raises(ValueError, match="known: eav, faced"):
+    with pytest.raises(ValueError, match="known: affectnet, eav, face-video, faced, fer2013"):
         synth("nope", tmp_path / "x", subjects=1, seed=0)
+    with pytest.raises(ValueError, match="fer2013: unknown generator option.* bogus; known: classes, layout"):
+        synth("fer2013", tmp_path / "x", bogus=1)
     with pytest.raises(ValueError, match="multiple of 10"):
         synth("eav", tmp_path / "e", subjects=1, seed=0, trials=15)
 
