@@ -127,9 +127,6 @@ class FinetuneEavConfig(EEGConfig):
     video_detector: str = opt(
         "auto", "face detector for the crops: auto (OpenCV Haar if shipped, else whole frame) | haar | "
         "none (central square) | a .task/.tflite/.onnx model path")
-    modality_dropout: float = opt(
-        0.0, "training only: chance that a window loses one of its modalities (masked), so that an easily "
-        "memorised one (EEG noise) cannot carry the fit alone; try 0.3-0.5 with use_video")
 
     ARCH_KEYS: ClassVar[tuple[str, ...]] = EEGConfig.ARCH_KEYS + (
         "use_audio", "fusion", "sample_rate", "audio_sample_rate", "n_mfcc", "channel_adapter",
@@ -142,8 +139,6 @@ class FinetuneEavConfig(EEGConfig):
             raise ConfigError(f"video_frames must be >= 1 and video_fps > 0, got {self.video_frames}, {self.video_fps}")
         if self.video_size and self.video_size < 16:
             raise ConfigError(f"video_size must be 0 (the face model's) or >= 16, got {self.video_size}")
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise ConfigError(f"modality_dropout must lie in [0, 1), got {self.modality_dropout}")
 
 
 @dataclass

@@ -171,23 +171,6 @@ def test_window_dataset_yields_video_frames_over_each_window(eav_video):
     np.testing.assert_array_equal(clone.read_video([1, 3])[0], ds.read_video([1, 3])[0])
 
 
-def test_modality_dropout_masks_one_present_modality(eav_video):
-    rec = load_eav(eav_video, use_video=True, use_audio=True, video_size=32, video_detector="none",
-                   progress=False)
-    ds = WindowDataset(rec, rec.subject_ids, 256, 128, with_audio=True, with_video=True, video_frames=1,
-                       modality_dropout=0.5)
-    torch.manual_seed(0)
-    b = ds.__getitems__(list(range(len(ds))))
-    masks = torch.stack([b["eeg_mask"], b["audio_mask"], b["video_mask"]], dim=1)
-    full = WindowDataset(rec, rec.subject_ids, 256, 128, with_audio=True, with_video=True, video_frames=1)
-    f = full.__getitems__(list(range(len(ds))))
-    before = torch.stack([torch.ones(len(ds)), f["audio_mask"], f["video_mask"]], dim=1)
-    lost = (before - masks).sum(dim=1)
-    assert set(lost.tolist()) <= {0.0, 1.0} and 0 < lost.sum() < len(ds)       # at most one each
-    assert torch.all(masks.sum(dim=1) >= 1)                                     # never all of them
-    assert torch.all(b["video"][b["video_mask"] == 0] == 0)
-
-
 # ---------------------------------------------------------------------------------------------
 # training end to end
 
@@ -206,6 +189,26 @@ def test_finetune_skips_a_bad_video_and_counts_it(eav_video, tmp_path):
     data = task.build_data(task.prepare(cfg))
     assert [p for p, _ in data.skipped_files] == [str(bad)] and data.info["n_videos"] == 13
     assert engine.fit(task, apply_overrides(cfg, {"epochs": 1}), track=False).stop_reason == "completed"
+
+
+@pytest.fixture(scope="module")
+def faces_only_eav(tmp_path_factory) -> Path:
+    """EEG without any class signal (amplitude 0): only the faces tell the emotions apart."""
+    return Path(synth_eav(tmp_path_factory.mktemp("eav_faces"), subjects=3, seed=5, trials=40,
+                          n_samples=2000, amplitude=0.0, with_audio=False, with_video=True))
+
+
+def test_video_carries_the_class_when_eeg_does_not(faces_only_eav):
+    """5 classes, chance 0.2; the EEG is pure noise. Short, non-overlapping EEG windows (32
+    samples) are seen only three times each, too few to memorise the noise, while every face
+    frame recurs in several windows: the face CNN (trained from scratch) learns the expressions.
+    (With long overlapping windows, 256 samples every 128, the EEG branch memorises its noise
+    first and the video branch never learns.) Trials are split within subjects, the EAV
+    authors' protocol: three drawn people are too few to generalise to a new face in a test."""
+    res = _fit(faces_only_eav, use_video=True, condition="speaking", window_size=32, stride=32, video_frames=1,
+               video_size=32, batch_size=16, epochs=3, scheduler="cosine", seed=0)
+    # measured: 0.88 (seed 0), 0.60-0.98 over seeds 0-4; EEG alone: 0.18
+    assert res.test_metrics["test_accuracy"] > 0.5, (res.test_metrics, [h["val_accuracy"] for h in res.history])
 
 
 # ---------------------------------------------------------------------------------------------

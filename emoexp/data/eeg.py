@@ -565,12 +565,6 @@ class WindowDataset(torch.utils.data.Dataset):
     with ``video_grayscale``), exactly zero where the trial has no video, and ``"video_mask"`` ()
     float32. The index is three flat numpy arrays (subject, trial, start), so even millions of
     windows cost a few bytes each. ``__getitems__`` returns a ready batch.
-
-    ``modality_dropout`` (training sets only) masks one of a window's present modalities with
-    that probability (``eeg_mask``, ``audio_mask`` or ``video_mask`` set to 0; video zeroed),
-    drawn from torch's global generator (seeded and checkpointed by the engine): a fused model
-    must then predict from each modality alone now and then, so one that is easy to memorise
-    (EEG noise) cannot carry the whole fit while another (faces) is still being learnt.
     """
 
     def __init__(
@@ -585,7 +579,6 @@ class WindowDataset(torch.utils.data.Dataset):
         with_video: bool = False,
         video_frames: int = 4,
         video_grayscale: bool = False,
-        modality_dropout: float = 0.0,
     ):
         if window_size < 1 or stride < 1:
             raise ValueError("window_size and stride must be >= 1")
@@ -607,9 +600,6 @@ class WindowDataset(torch.utils.data.Dataset):
         self.with_video = with_video
         self.video_frames = int(video_frames)
         self.video_grayscale = bool(video_grayscale)
-        if not 0.0 <= modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must lie in [0, 1), not {modality_dropout}")
-        self.modality_dropout = float(modality_dropout)
         self._eeg = [recordings.eeg[s] for s in self.subjects]
         self._labels = [recordings.trial_labels[s] for s in self.subjects]
 
@@ -749,23 +739,4 @@ class WindowDataset(torch.utils.data.Dataset):
             frames, vmask = self.read_video(idx)
             batch["video"] = self._video_tensor(frames, vmask)              # (B, F, 3, S, S)
             batch["video_mask"] = torch.from_numpy(vmask)
-        if self.modality_dropout > 0 and (self.with_audio or self.with_video):
-            self._drop_modalities(batch)
         return batch
-
-    def _drop_modalities(self, batch: dict[str, torch.Tensor]) -> None:
-        """Mask one present modality of a ``modality_dropout`` share of the windows, in place;
-        a window with a single present modality keeps it."""
-        names = ["eeg"] + (["audio"] if self.with_audio else []) + (["video"] if self.with_video else [])
-        B = batch["eeg"].shape[0]
-        present = torch.stack([torch.ones(B, dtype=torch.bool) if m == "eeg" else batch[f"{m}_mask"] > 0
-                               for m in names], dim=1)                  # (B, M)
-        drop = (torch.rand(B) < self.modality_dropout) & (present.sum(dim=1) >= 2)
-        # one of the present modalities, uniformly: the argmax of random scores over them
-        which = torch.rand(B, len(names)).masked_fill(~present, -1.0).argmax(dim=1)
-        batch["eeg_mask"] = torch.ones(B)
-        for j, m in enumerate(names):
-            hit = drop & (which == j)
-            batch[f"{m}_mask"][hit] = 0.0
-            if m == "video":
-                batch[m][hit] = 0.0   # as a missing video: the encoder skips it (no BatchNorm update)

@@ -141,11 +141,12 @@ def synth_eav(
     Videos (``with_video``; None: as ``with_audio``, since the release ships both) are named like
     the real ones (``002_Trial_02_Speaking_Neutral.mp4``), last as long as the trial, and show one
     drawn face per subject (same person, room and camera in every trial) whose expression follows
-    the trial's emotion: neutral, sad, angry, happy, and calmness as a faint smile. The face drifts
-    a little from frame to frame over ``video_fps`` frames per second of ``video_size`` px high,
-    4:3 frames (the real ones are 640x480 at 30 fps; tiny ones keep this fast). ``amplitude``
-    (uV, against EEG noise of std 15) sets how strong the planted EEG signal is: 0 leaves the
-    class in the audio and video only.
+    the trial's emotion: neutral, sad, angry, happy, and calmness as a slight smile. Like the EEG
+    plant, the expressions are strong (1.6-2x the face generator's full expression) so that a
+    small CNN learns them in a few epochs. The face drifts a little from frame to frame over
+    ``video_fps`` frames per second of ``video_size`` px high, 4:3 frames (the real ones are
+    640x480 at 30 fps; tiny ones keep this fast). ``amplitude`` (uV, against EEG noise of std 15)
+    sets how strong the planted EEG signal is: 0 leaves the class in the audio and video only.
     """
     import scipy.io
     import soundfile as sf
@@ -166,11 +167,11 @@ def synth_eav(
 
         name = EAV_CLASSES[emotion]
         vrng = np.random.default_rng([seed, subject, trial, 17])
-        if name == "calmness":     # no drawn "calm" class: a relaxed face, the faintest smile
-            drawn, intensity = "happy", vrng.uniform(0.4, 0.55)
+        if name == "calmness":     # no drawn "calm" class: a relaxed face, a slight smile
+            drawn, intensity = "happy", vrng.uniform(0.5, 0.7)
         else:
             drawn = canonical_emotion(name)
-            intensity = 1.0 if drawn == "neutral" else vrng.uniform(1.2, 1.5)
+            intensity = 1.0 if drawn == "neutral" else vrng.uniform(1.6, 2.0)
         h = int(video_size)
         w = h * 4 // 3 + (h * 4 // 3) % 2                     # codecs want even sides
         # the same generator state for every trial of a subject: the same person and room; only

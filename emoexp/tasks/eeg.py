@@ -51,9 +51,7 @@ class _EEGTask(Task):
                                            for side, t in trials.items()}}
         ds = {}
         for side, (subjects, trials) in sides.items():
-            # modality dropout is a training-time regulariser: val and test see every modality
-            extra = {"modality_dropout": float(getattr(cfg, "modality_dropout", 0.0))} if side == "train" else {}
-            ds[side] = WindowDataset(rec, subjects, trials=trials, **kw, **extra) if subjects else None
+            ds[side] = WindowDataset(rec, subjects, trials=trials, **kw) if subjects else None
         if ds["train"] is None or len(ds["train"]) == 0 or ds["val"] is None or len(ds["val"]) == 0:
             raise ConfigError(
                 f"{cfg.data_dir}: the {cfg.split} split left no training or validation windows "
