@@ -131,3 +131,16 @@ def loadavg() -> list[float]:
         return list(os.getloadavg())
     except OSError:
         return []
+
+
+def wait_for_load(max_wait: float, max_load: float) -> dict:
+    """Wait (up to ``max_wait`` s) for a 1-min load average below ``max_load`` and a quiet CPU."""
+    t0 = time.monotonic()
+    while True:
+        la = loadavg()
+        if (not la or la[0] < max_load) and wait_quiet(0, probe_s=2.0) < 0.15:
+            break
+        if time.monotonic() - t0 >= max_wait:
+            break
+        time.sleep(15)
+    return {"waited_s": round(time.monotonic() - t0, 1), "loadavg_at_start": loadavg()}

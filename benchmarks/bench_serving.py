@@ -40,7 +40,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Contention, loadavg, table, verdict, wait_quiet, write_result  # noqa: E402
+from _common import Contention, loadavg, table, verdict, wait_for_load, write_result  # noqa: E402
 
 TARGET_P50_MS = 10.0
 
@@ -62,19 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-load", type=float, default=1.0, help="load average to wait for (default 1.0)")
     p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/bench_serving.json)")
     return p.parse_args(argv)
-
-
-def wait_for_load(max_wait: float, max_load: float) -> dict:
-    t0 = time.monotonic()
-    while True:
-        la = loadavg()
-        if not la or la[0] < max_load:
-            if wait_quiet(0, probe_s=2.0) < 0.15:
-                break
-        if time.monotonic() - t0 >= max_wait:
-            break
-        time.sleep(15)
-    return {"waited_s": round(time.monotonic() - t0, 1), "loadavg_at_start": loadavg()}
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -79,8 +79,8 @@ def evaluate_model(
 
     from emoexp.checkpoints import load_from_uri
     from emoexp.config import apply_overrides
-    from emoexp.engine import _collate, _validate
-    from emoexp.evaluation import plot_curves, predict, report_files
+    from emoexp.engine import _validate
+    from emoexp.evaluation import plot_curves, report_files
     from emoexp.tasks import get_task
 
     if split not in SPLITS:
@@ -113,12 +113,12 @@ def evaluate_model(
     model.eval()
     device = torch.device("cpu")
     loss_weights = task.head_loss_weights(cfg, info)
-    metrics = _validate(model, dataset, heads, next(iter(heads)), device, cfg, loss_weights, prefix="eval")
+    metrics, preds = _validate(model, dataset, heads, next(iter(heads)), device, cfg, loss_weights,
+                               prefix="eval", return_preds=True)
     source = source_run_of(model_uri) if track else None
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    preds = predict(model, dataset, heads, device, cfg.batch_size, _collate)
     primary = next(iter(heads))
     for head, classes in heads.items():
         prefix = "" if head == primary else f"{head}."
