@@ -538,6 +538,8 @@ def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, 
     from emoexp.video import predict_video, write_outputs
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from emoexp.serving import face_classifier
+
     classify, classes = face_classifier(model_uri)
     pred = predict_video(classify, classes, video, fps=fps, detector=detector,
                          smoothing_window_s=smoothing, min_duration_s=min_duration)
@@ -548,27 +550,6 @@ def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, 
     click.echo(tr.to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(tr) else "no transitions")
     for name, p in paths.items():
         click.echo(f"{name}: {p}")
-
-
-def face_classifier(model_uri: str):
-    """(classify(crops) -> probs, class names) for a face model given by any emoexp model URI."""
-    import numpy as np
-
-    from emoexp.data.images import resize_batch
-    from emoexp.serving import EmoexpModel, predict_frame
-
-    m = EmoexpModel.from_uri(model_uri)
-    if m.task.modality != "face":
-        raise click.UsageError(f"{model_uri} is a {m.task.name} model; predict-video needs a face model")
-    classes = list(next(iter(m.info["heads"].values())))
-    size = int(m.info["image_size"])
-
-    def classify(crops) -> np.ndarray:
-        batch = np.concatenate([resize_batch(np.asarray(c)[None], size) for c in crops])
-        df = predict_frame(m.task, m.cfg, m.info, m.model, {"image": batch})
-        return df[[f"prob_{c}" for c in classes]].to_numpy()
-
-    return classify, classes
 
 
 # ------------------------------------------------------------------------------------------------

@@ -142,3 +142,21 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
             input_example=example,
             pip_requirements=pip_requirements(),
         )
+
+
+def face_classifier(model_uri: str):
+    """(classify(crops) -> probs, class names) for a face model given by any emoexp model URI."""
+    from emoexp.data.images import resize_batch
+
+    m = EmoexpModel.from_uri(model_uri)
+    if m.task.modality != "face":
+        raise ValueError(f"{model_uri}: a {m.task.name} model, not a face model (train_face)")
+    classes = list(next(iter(m.info["heads"].values())))
+    size = int(m.info["image_size"])
+
+    def classify(crops) -> np.ndarray:
+        batch = np.concatenate([resize_batch(np.asarray(c)[None], size) for c in crops])
+        df = predict_frame(m.task, m.cfg, m.info, m.model, {"image": batch})
+        return df[[f"prob_{c}" for c in classes]].to_numpy()
+
+    return classify, classes

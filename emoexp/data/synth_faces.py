@@ -33,16 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emoexp.data.faces import canonical_class
+
 # Canonical class names (the reader's names); the generators write the datasets' own folder names.
 FACE_EMOTIONS = ["neutral", "happy", "sad", "surprise", "fear", "anger", "disgust", "contempt"]
-_ALIASES = {
-    "angry": "anger",
-    "sadness": "sad",
-    "happiness": "happy",
-    "surprised": "surprise",
-    "fearful": "fear",
-    "disgusted": "disgust",
-}
 
 # FER2013: CSV codes (DATASETS.md section 5) and the Kaggle folder names
 FER2013_CODES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -63,8 +57,7 @@ DEFAULT_VIDEO_SEGMENTS = [("neutral", 2.0), ("happy", 2.0), ("sad", 2.0), ("surp
 
 def canonical_emotion(name: str) -> str:
     """``"Angry"`` -> ``"anger"``; ValueError naming the known names if ``name`` is none of them."""
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
+    key = canonical_class(name)  # the readers' one table of spellings
     if key not in FACE_EMOTIONS:
         raise ValueError(f"unknown emotion {name!r}; known: {', '.join(FACE_EMOTIONS)}")
     return key
