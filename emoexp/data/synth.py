@@ -22,6 +22,7 @@ from emoexp.data.faced import (
     FACED_SAMPLE_RATE,
 )
 from emoexp.data.synth_faces import synth_affectnet, synth_face_video, synth_fer2013
+from emoexp.data.synth_speech import synth_ravdess
 
 # FACED channels carrying the class oscillation (midline, central and occipital sites).
 FACED_PLANT_CHANNELS = [FACED_EEG_CHANNELS.index(c) for c in ("FZ", "CZ", "C3", "C4", "PZ", "OZ", "O1", "O2")]
@@ -238,6 +239,7 @@ SYNTHESIZERS: dict[str, Callable[..., Path]] = {
     "fer2013": synth_fer2013,
     "affectnet": synth_affectnet,
     "face-video": synth_face_video,
+    "ravdess": synth_ravdess,
 }
 
 
