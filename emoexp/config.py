@@ -168,6 +168,58 @@ class FaceConfig(TrainConfig):
     samples_per_class: int = opt(0, "seed 003: keep at most N images per class in each split (quick runs); 0 = all")
 
     ARCH_KEYS: ClassVar[tuple[str, ...]] = ("backbone", "classes", "image_size", "dropout")
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"dataset": ("affectnet", "fer2013"),
+                                                     "backbone": ("densenet121", "small_cnn"),
+                                                     "split": ("dataset", "random")}
+
+
+@dataclass
+class SpeechConfig(TrainConfig):
+    """Seed 002: RAVDESS speech emotion with a wav2vec2 + spectrogram dual-branch model."""
+
+    data_dir: str = opt("data/raw/RAVDESS", "RAVDESS root with Actor_XX/ folders (the Kaggle mirror's doubled tree is fine), or an EAV root with dataset=eav")
+    dataset: str = opt("ravdess", "ravdess | eav (the speaking trials' audio, cut into clip_seconds clips)")
+    emotion_subset: str = opt("basic6", "basic4: neutral happy sad angry | basic6: + fearful surprised (seed 002's pick) | all: 8 (RAVDESS)")
+    vocal_channel: str = opt("speech", "RAVDESS: speech | song | both")
+    epochs: int = opt(50, "seed 002: at least 50 epochs")
+    batch_size: int = opt(16, "seed 002: 16")
+    lr: float = opt(3e-5, "seed 002: 3e-5")
+    optimizer: str = opt("adam", "seed 002: Adam with weight decay")
+    weight_decay: float = opt(1e-4, "seed 002: Adam with weight decay")
+    scheduler: str = opt("cosine", "seed 002: cosine annealing")
+    split: str = opt("subject", "subject: by actor, no actor on two sides (seed 002) | random: stratified by file (leaks voices)")
+    wav2vec2_path: str = opt("", "local pretrained wav2vec2 directory (save_pretrained layout); empty: a small random wav2vec2 (offline)")
+    freeze_feature_extractor: bool = opt(True, "seed 002: keep wav2vec2's convolutional feature encoder fixed (stability)")
+    context_layers: int = opt(2, "transformer layers over the wav2vec2 frames (seed 002's context layers)")
+    pool_heads: int = opt(4, "attention-pooling heads (learned queries over time)")
+    spec_branch: bool = opt(True, "seed 002's second branch: log-mel spectrogram CNN, fused with wav2vec2")
+    n_mels: int = opt(64, "mel bands of the spectrogram branch")
+    dropout: float = opt(0.3, "dropout in the heads")
+    gender_loss_weight: float = opt(0.3, "loss weight of the auxiliary gender head (seed 002; RAVDESS actor parity); 0 = no gender head")
+    sample_rate: int = opt(16000, "audio is resampled to this rate (wav2vec2 expects 16 kHz)")
+    clip_seconds: float = opt(3.0, "leading/trailing silence is trimmed, then clips are centre-cropped or zero-padded to this length")
+    augment: bool = opt(True, "waveform augmentation in training: noise, gain, time shift")
+    noise_snr_db: float = opt(20.0, "augmentation: white noise at this SNR (dB), or lower down to SNR-10")
+    gain_db: float = opt(6.0, "augmentation: random gain within +-gain_db dB")
+    shift_seconds: float = opt(0.3, "augmentation: random circular time shift within +-shift_seconds")
+    cache_features: bool = opt(True, "reuse frozen wav2vec2 conv features of un-augmented clips (val, test; train with augment=false)")
+    mixed_precision: bool = opt(True, "seed 002: autocast + gradient scaling when training on CUDA (ignored on CPU)")
+    cache_dir: str = opt("", "where decoded clips are cached; empty: $EMOEXP_CACHE_DIR or ~/.cache/emoexp")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = (
+        "dataset", "emotion_subset", "context_layers", "pool_heads", "spec_branch", "n_mels", "dropout",
+        "gender_loss_weight", "sample_rate", "clip_seconds",
+    )
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "dataset": ("ravdess", "eav"), "emotion_subset": ("basic4", "basic6", "all"),
+        "vocal_channel": ("speech", "song", "both"), "split": ("subject", "random"),
+    }
+
+    def __post_init__(self) -> None:
+        if self.clip_seconds < 0.5:
+            raise ConfigError(f"clip_seconds must be >= 0.5 (wav2vec2 needs frames), got {self.clip_seconds}")
+        if self.gender_loss_weight < 0:
+            raise ConfigError(f"gender_loss_weight must be >= 0, got {self.gender_loss_weight}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +289,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
 _CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
     "scheduler": ("cosine", "step", "none"),
-    "split": ("subject", "trial", "dataset", "random"),
+    "split": ("subject", "trial"),   # EEG; image and speech tasks declare their own
     "on_bad_file": ("error", "skip"),
     "device": ("auto", "cpu", "cuda"),
     "label_scheme": ("emotion", "valence"),
@@ -246,14 +298,13 @@ _CHOICES = {
     "fusion": ("concat", "attention"),
     "condition": ("listening", "speaking", "both"),
     "video_pooling": ("mean", "attention"),
-    "dataset": ("affectnet", "fer2013"),
-    "backbone": ("densenet121", "small_cnn"),
 }
 
 
 def validate(cfg: Any) -> None:
     d = cfg.to_dict()
-    for key, choices in _CHOICES.items():
+    # a task's own choices (e.g. its datasets) over the shared ones
+    for key, choices in {**_CHOICES, **getattr(type(cfg), "CHOICES", {})}.items():
         if key in d and d[key] not in choices:
             raise ConfigError(f"{key}: {d[key]!r} is not one of {', '.join(choices)}")
     if "encoder" in d and d["encoder"] not in ("auto", "cnn", "cnn_lstm"):
@@ -273,10 +324,6 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"classes: {d['classes']} is not 6 or 7")
     if "image_size" in d and d["image_size"] and d["image_size"] < 32:
         raise ConfigError(f"image_size must be 0 (the dataset's own) or >= 32, got {d['image_size']}")
-    if d.get("split") in ("dataset", "random") and "classes" not in d:
-        raise ConfigError(f"split: {d['split']!r} is for image tasks; use subject or trial")
-    if "classes" in d and d["split"] not in ("dataset", "random"):
-        raise ConfigError(f"split: {d['split']!r} is not one of dataset, random")
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
@@ -313,7 +360,9 @@ def read_yaml_mapping(path: str | Path, what: str, shape: str) -> dict[str, Any]
 
 # Emotion words spelled differently across seeds and datasets (either direction).
 _SYNONYMS = {"angry": "anger", "happy": "happiness", "happiness": "happy", "sadness": "sad",
-             "surprised": "surprise", "fearful": "fear", "disgusted": "disgust", "calm": "calmness"}
+             "surprised": "surprise", "fearful": "fear", "disgusted": "disgust", "calm": "calmness",
+             # RAVDESS spells them angry, surprised, fearful, calm
+             "anger": "angry", "surprise": "surprised", "fear": "fearful", "calmness": "calm"}
 
 
 def parse_weights(spec: str | dict | None, class_names: list[str]) -> dict[str, float]:

@@ -310,14 +310,20 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
     lr = optimizer.param_groups[0]["lr"]
     total, n, t0 = 0.0, 0, time.perf_counter()
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # Mixed precision where a task asks for it (seed 002) and only on CUDA: float16 autocast with
+    # gradient scaling; on CPU both are no-ops and the loop is the plain float32 one.
+    amp = bool(getattr(cfg, "mixed_precision", False)) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", leave=False, disable=None, unit="batch")
     for batch in bar:
         batch = _to_device(batch, device)
-        out = model(batch)
-        loss = sum(loss_weights.get(h, 1.0) * criterion(out[h], batch[h]) for h in data.heads)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            out = model(batch)
+            loss = sum(loss_weights.get(h, 1.0) * criterion(out[h].float(), batch[h]) for h in data.heads)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         bs = int(batch[primary].shape[0])
         total += float(loss.detach()) * bs
         n += bs
@@ -375,8 +381,9 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
     tracker.set_tags({T.TAG_STOP_REASON: stop_reason})
     eval_dir = out_dir / T.ART_EVAL_DIR
     if not pruned:
-        write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
-                             split_name, history, preds=preds)
+        preds = write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
+                                     split_name, history, preds=preds)
+        task.error_analysis(eval_set, preds, data.heads, eval_dir)
     if tracker.enabled and not pruned:
         tracker.log_artifacts(eval_dir, T.ART_EVAL_DIR)
         if cfg.log_model:

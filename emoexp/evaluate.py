@@ -124,6 +124,7 @@ def evaluate_model(
         prefix = "" if head == primary else f"{head}."
         report_files(preds[head]["targets"], preds[head]["probs"], classes, out, prefix,
                      title=f"{head} ({split}, {Path(data_dir).name})")
+    task.error_analysis(dataset, preds, heads, out)
     history = run_history(source) if source else []
     if history:
         plot_curves(history, out / "training_curves.png")

@@ -58,9 +58,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
 
 
 def write_eval_artifacts(model, dataset, heads, device, batch_size, collate, out_dir: Path, split: str,
-                         history: list[dict[str, float]] | None = None, preds: dict | None = None) -> Path:
+                         history: list[dict[str, float]] | None = None, preds: dict | None = None) -> dict:
     """Confusion matrix (PNG + CSV), per-class report (txt + json), ROC (PNG) per head; curves.
-    ``preds`` (from :func:`predict` on ``dataset``) saves a second pass over the data."""
+    ``preds`` (from :func:`predict` on ``dataset``) saves a second pass over the data; the
+    predictions used are returned."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if preds is None:
@@ -72,7 +73,7 @@ def write_eval_artifacts(model, dataset, heads, device, batch_size, collate, out
         report_files(p["targets"], p["probs"], classes, out_dir, prefix, title=f"{head} ({split})")
     if history:
         plot_curves(history, out_dir / "training_curves.png")
-    return out_dir
+    return preds
 
 
 def report_files(y_true, probs, classes: list[str], out_dir: Path, prefix: str = "", title: str = "") -> None:

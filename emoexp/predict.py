@@ -112,6 +112,9 @@ def read_wav(path: Path, spec: ModelSpec) -> list[Segment]:
     """Audio, mono, resampled to the model's audio rate: one segment."""
     from emoexp.data import audio
 
+    if "waveform" in spec.inputs:  # a speech model (train_speech): the waveform at the model's rate
+        wave, sr = audio.read_wav(path)
+        return [{"waveform": audio.resample(audio.to_mono(wave), sr, spec.audio_sample_rate)}]
     _needs(path, spec, "audio", "a .wav file holds audio")
     missing = [n for n in spec.required if n != "audio"]
     if missing:
@@ -151,8 +154,10 @@ def model_spec(model) -> ModelSpec:
         sample_rate=float(info.get("sample_rate", 0.0)),
         n_channels=int(info.get("n_channels", 0)),
         channel_names=info.get("channel_names"),
-        audio_sample_rate=int(getattr(cfg, "audio_sample_rate", 0) or 0),
-        extra={"classes": next(iter(info["heads"].values()))},
+        # a speech model's audio rate is its only rate; an EEG+audio model keeps the two apart
+        audio_sample_rate=int(info["sample_rate"] if "waveform" in inputs
+                              else getattr(cfg, "audio_sample_rate", 0) or 0),
+        extra={"classes": next(iter(info["heads"].values())), "clip_samples": int(info.get("clip_samples", 0))},
     )
 
 
@@ -187,6 +192,21 @@ def _segment_inputs(path: Path, k: int, seg: Segment, spec: ModelSpec, overlap: 
     return out, starts_s
 
 
+def _speech_windows(wave: np.ndarray, spec: ModelSpec, overlap: float) -> tuple[dict, np.ndarray]:
+    """A speech recording -> clip-length windows (one window, whole, when it is no longer than a
+    clip: the model trims and pads it as in training)."""
+    rate, size = spec.audio_sample_rate, spec.extra["clip_samples"]
+    if len(wave) <= size:
+        windows, starts = [wave], np.zeros(1)
+    else:
+        step = max(1, int(round(size * (1.0 - overlap))))
+        begin = np.arange(0, len(wave) - size + 1, step)
+        windows, starts = [wave[b:b + size] for b in begin], begin / rate
+    batch = np.empty(len(windows), dtype=object)
+    batch[:] = windows
+    return {"waveform": batch, "sample_rate": np.full(len(windows), rate, dtype=np.int64)}, starts
+
+
 def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> Any:
     """Predict every window of every file -> DataFrame, one row per window.
 
@@ -218,6 +238,8 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
         for k, seg in enumerate(READERS[path.suffix.lower()](path, spec)):
             if "image" in seg:  # an image is one sample, not a signal to cut into windows
                 inputs, starts = {"image": seg["image"][None]}, np.zeros(1)
+            elif "waveform" in seg:
+                inputs, starts = _speech_windows(seg["waveform"], spec, overlap)
             else:
                 inputs, starts = _segment_inputs(path, k, seg, spec, overlap)
             preds = [model.predict({n: a[i : i + _BATCH] for n, a in inputs.items()})

@@ -82,10 +82,11 @@ def predict_frame(task, cfg, info, model, model_input):
     return pd.DataFrame(cols)
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
     from importlib.metadata import version
 
-    pkgs = ["torch", "torchaudio", "mlflow", "numpy", "pandas", "scipy", "scikit-learn", "soundfile", "pyyaml"]
+    pkgs = ["torch", "torchaudio", "mlflow", "numpy", "pandas", "scipy", "scikit-learn", "soundfile", "pyyaml",
+            *extra]
     reqs = []
     for p in pkgs:
         try:
@@ -140,7 +141,7 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
             code_paths=[str(pkg_dir)],
             signature=signature,
             input_example=example,
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(tuple(getattr(task, "extra_requirements", ()))),
         )
 
 

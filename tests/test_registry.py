@@ -83,12 +83,14 @@ def third(second, faced_root):
 def test_modality_tasks_come_from_the_task_registry():
     assert modality_tasks()["eeg"] == ["finetune_eav", "pretrain_faced"]
     assert modality_tasks()["face"] == ["train_face"] and get_task("train_face").registered_model == "emoexp-face"
+    assert modality_tasks()["speech"] == ["train_speech"]
+    assert get_task("train_speech").registered_model == "emoexp-speech"
     assert {get_task(t).registered_model for t in modality_tasks()["eeg"]} == {"emoexp-eeg", NAME}
 
 
 def test_unknown_modality_is_one_clear_error():
-    with pytest.raises(ValueError, match="no task of modality 'speech' is registered yet; known: eeg, face"):
-        promote("speech")
+    with pytest.raises(ValueError, match="no task of modality 'posture' is registered yet; known: eeg, face, speech"):
+        promote("posture")
     with pytest.raises(ValueError, match="alias must be"):
         promote("eeg", alias="canary")
 

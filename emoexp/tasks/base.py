@@ -52,6 +52,11 @@ class Task:
         """Raw-ish serving inputs (numpy) -> the model's batch dict (torch tensors)."""
         raise NotImplementedError
 
+    def error_analysis(self, dataset, preds: dict, heads: dict[str, list[str]], out_dir) -> dict | None:
+        """Task-specific error reports written into ``out_dir`` beside the confusion matrix (after
+        training and by ``emoexp evaluate``); ``preds`` as from :func:`emoexp.evaluation.predict`."""
+        return None
+
     def differences(self, cfg: TrainConfig) -> list[str]:
         """What this config changes from the task's defaults, in a few words (run names)."""
         base = self.default_config().to_dict()
