@@ -364,7 +364,7 @@ def runs_list(task_name, experiment, max_results) -> None:
 
 @main.group()
 def data() -> None:
-    """Datasets: write small synthetic ones in the real on-disk formats."""
+    """Datasets: write small synthetic ones in the real on-disk formats; import posture keypoints."""
 
 
 @data.command("synth")
@@ -378,7 +378,8 @@ def data() -> None:
                    "n_per_class=200 (faces), segments=neutral:2,happy:2 (face-video).")
 @_user_errors
 def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str, ...]) -> None:
-    """Write a tiny DATASET (faced, eav, ravdess, fer2013, affectnet, face-video) with a planted, learnable class signal."""
+    """Write a tiny DATASET (faced, eav, ravdess, fer2013, affectnet, face-video, posture, features) with a
+    planted, learnable class signal."""
     from emoexp.data.synth import SYNTHESIZERS, synth
 
     if dataset not in SYNTHESIZERS:
@@ -389,6 +390,28 @@ def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str
         options[k.strip()] = _literal(v)
     path = synth(dataset, out, subjects=subjects, seed=seed, **options)
     click.echo(f"wrote synthetic {dataset} to {path}")
+
+
+@data.command("import")
+@click.argument("dataset", type=click.Choice(["multiposture", "bold"]))
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the sequence layout into.")
+@click.option("--seq-length", type=int, default=30, show_default=True, help="Frames per sequence window.")
+@click.option("--hop", type=int, default=15, show_default=True, help="Frames between window starts.")
+@click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
+@_user_errors
+def data_import(dataset: str, source: str, out: str, seq_length: int, hop: int, on_bad_file: str) -> None:
+    """Convert MultiPosture (SOURCE = data.csv) or BoLD (SOURCE = BOLD_public root) keypoints into
+    the posture sequence layout (DIR/{train,val}/sequences/seq_NNN.npy + labels.json, 15 features
+    per frame), so train_posture trains on them with their own label sets."""
+    from emoexp.data.base import BadFilePolicy
+    from emoexp.data.posture_import import import_bold, import_multiposture
+
+    policy = BadFilePolicy(on_bad_file)
+    make = import_multiposture if dataset == "multiposture" else import_bold
+    path = make(source, out, seq_length=seq_length, hop=hop, policy=policy)
+    click.echo(f"wrote {dataset} sequences to {path}" + (f" ({len(policy.skipped)} bad rows/files skipped)"
+                                                         if policy.skipped else ""))
 
 
 def _literal(v: str) -> Any:
@@ -563,6 +586,31 @@ def listen(model_uri, input_path, window, hop, input_device, out) -> None:
 
         pd.DataFrame(rows).to_csv(out, index=False)
         click.echo(f"wrote {len(rows)} windows to {out}")
+
+
+@main.group()
+def posture() -> None:
+    """Body posture: keypoints from video (MediaPipe PoseLandmarker) -> posture-feature sequences."""
+
+
+@posture.command("extract")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--pose-model", required=True, type=click.Path(dir_okay=False),
+              help="MediaPipe Pose Landmarker .task file (pose_landmarker_lite/full/heavy.task; none ships with mediapipe).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the (T, 15) .npy.")
+@click.option("--fps", type=float, default=None, help="Frames per second to sample (default: every frame).")
+@_user_errors
+def posture_extract(video, pose_model, out, fps) -> None:
+    """Keypoints of the person in VIDEO, per frame, turned into the 15 posture features (the
+    extractor training data goes through), saved as a .npy sequence for train_posture or predict.
+
+    \b
+    emoexp posture extract talk.mp4 --pose-model pose_landmarker_full.task --out seq_001.npy
+    """
+    from emoexp.posture_video import video_to_features
+
+    feats = video_to_features(video, pose_model, out_npy=out, fps=fps)
+    click.echo(f"wrote {out}: {feats.shape[0]} frames x {feats.shape[1]} features")
 
 
 @main.command("predict-video")

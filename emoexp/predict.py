@@ -60,7 +60,10 @@ def _resample_eeg(x: np.ndarray, orig: float, spec: ModelSpec) -> np.ndarray:
 
 
 def read_npy(path: Path, spec: ModelSpec) -> list[Segment]:
-    """EEG already at the model's rate: (C, T) one recording, (B, C, T) B recordings."""
+    """EEG already at the model's rate: (C, T) one recording, (B, C, T) B recordings; for a
+    posture model, posture features (T, F) or (B, T, F)."""
+    if "sequence" in spec.inputs:
+        return _read_sequences(path, spec)
     _needs(path, spec, "eeg", "a .npy file holds EEG")
     try:
         x = np.load(path, allow_pickle=False)
@@ -75,6 +78,22 @@ def read_npy(path: Path, spec: ModelSpec) -> list[Segment]:
     if x.dtype.kind not in "fiu":
         raise DataError(path, f"array has dtype {x.dtype}; expected real numbers")
     return [{"eeg": np.asarray(seg, dtype=np.float32)} for seg in x]
+
+
+def _read_sequences(path: Path, spec: ModelSpec) -> list[Segment]:
+    from emoexp.data.posture import read_sequence
+
+    n_feat = spec.extra["n_features"]
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise DataError(path, f"cannot read .npy ({type(e).__name__}: {e})") from None
+    if x.ndim == 2:
+        x = read_sequence(path)[None]  # validated, NaNs interpolated as in training
+    if x.ndim != 3 or x.shape[-1] != n_feat:
+        raise DataError(path, f"array has shape {x.shape}; model {spec.task} expects (T, {n_feat}) or "
+                              f"(B, T, {n_feat}) posture features per frame")
+    return [{"sequence": np.asarray(q, dtype=np.float32)} for q in x]
 
 
 def read_faced_pkl(path: Path, spec: ModelSpec) -> list[Segment]:
@@ -157,7 +176,9 @@ def model_spec(model) -> ModelSpec:
         # a speech model's audio rate is its only rate; an EEG+audio model keeps the two apart
         audio_sample_rate=int(info["sample_rate"] if "waveform" in inputs
                               else getattr(cfg, "audio_sample_rate", 0) or 0),
-        extra={"classes": next(iter(info["heads"].values())), "clip_samples": int(info.get("clip_samples", 0))},
+        extra={"classes": next(iter(info["heads"].values())), "clip_samples": int(info.get("clip_samples", 0)),
+               "seq_length": int(info.get("seq_length", 0)), "n_features": int(info.get("n_features", 0)),
+               "fps": float(info.get("fps", 30.0))},
     )
 
 
@@ -207,6 +228,17 @@ def _speech_windows(wave: np.ndarray, spec: ModelSpec, overlap: float) -> tuple[
     return {"waveform": batch, "sample_rate": np.full(len(windows), rate, dtype=np.int64)}, starts
 
 
+def _sequence_windows(seq: np.ndarray, spec: ModelSpec, overlap: float) -> tuple[dict, np.ndarray]:
+    """A posture-feature sequence -> seq_length windows (one, padded by the model, when shorter);
+    start times assume the seed's 30 frames per second."""
+    size = spec.extra["seq_length"]
+    if len(seq) <= size:
+        return {"sequence": seq[None]}, np.zeros(1)
+    step = max(1, int(round(size * (1.0 - overlap))))
+    begin = np.arange(0, len(seq) - size + 1, step)
+    return {"sequence": np.stack([seq[b:b + size] for b in begin])}, begin / spec.extra["fps"]
+
+
 def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> Any:
     """Predict every window of every file -> DataFrame, one row per window.
 
@@ -238,6 +270,8 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
         for k, seg in enumerate(READERS[path.suffix.lower()](path, spec)):
             if "image" in seg:  # an image is one sample, not a signal to cut into windows
                 inputs, starts = {"image": seg["image"][None]}, np.zeros(1)
+            elif "sequence" in seg:
+                inputs, starts = _sequence_windows(seg["sequence"], spec, overlap)
             elif "waveform" in seg:
                 inputs, starts = _speech_windows(seg["waveform"], spec, overlap)
             else:

@@ -85,12 +85,14 @@ def test_modality_tasks_come_from_the_task_registry():
     assert modality_tasks()["face"] == ["train_face"] and get_task("train_face").registered_model == "emoexp-face"
     assert modality_tasks()["speech"] == ["train_speech"]
     assert get_task("train_speech").registered_model == "emoexp-speech"
+    assert modality_tasks()["posture"] == ["train_posture"] and modality_tasks()["features"] == ["train_classifier"]
+    assert get_task("train_posture").registered_model == "emoexp-posture"
     assert {get_task(t).registered_model for t in modality_tasks()["eeg"]} == {"emoexp-eeg", NAME}
 
 
 def test_unknown_modality_is_one_clear_error():
-    with pytest.raises(ValueError, match="no task of modality 'posture' is registered yet; known: eeg, face, speech"):
-        promote("posture")
+    with pytest.raises(ValueError, match="no task of modality 'gait' is registered yet; known: eeg, face, features, posture, speech"):
+        promote("gait")
     with pytest.raises(ValueError, match="alias must be"):
         promote("eeg", alias="canary")
 
@@ -173,5 +175,5 @@ def test_cli_promote_and_registry_list(third):
     rows = {r["run_id"]: r for r in registry_rows()}
     assert rows[third["best"]]["aliases"] == ["production", "staging"]
     assert rows[third["best"]][T.M_TEST_ACC] is not None
-    res = runner.invoke(cli, ["promote", "posture"])
-    assert res.exit_code != 0 and "no task of modality 'posture'" in res.output
+    res = runner.invoke(cli, ["promote", "gait"])
+    assert res.exit_code != 0 and "no task of modality 'gait'" in res.output

@@ -22,6 +22,7 @@ from emoexp.data.faced import (
     FACED_SAMPLE_RATE,
 )
 from emoexp.data.synth_faces import synth_affectnet, synth_face_video, synth_fer2013
+from emoexp.data.synth_posture import synth_features, synth_posture
 from emoexp.data.synth_speech import synth_ravdess
 
 # FACED channels carrying the class oscillation (midline, central and occipital sites).
@@ -240,6 +241,8 @@ SYNTHESIZERS: dict[str, Callable[..., Path]] = {
     "affectnet": synth_affectnet,
     "face-video": synth_face_video,
     "ravdess": synth_ravdess,
+    "posture": synth_posture,
+    "features": synth_features,
 }
 
 

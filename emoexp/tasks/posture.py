@@ -1,0 +1,327 @@
+"""Body posture (seed 001): a multi-task TCN-LSTM over posture-feature sequences, and MLP
+classifier heads on feature vectors ("mental health heads on custom features")."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emoexp.config import ClassifierConfig, ConfigError, PostureConfig, parse_weights
+from emoexp.tasks.base import Task, register_task
+
+if TYPE_CHECKING:  # numpy stays out of `emoexp --help`
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SequenceDataset:
+    """Sequences (T_i, F) -> ``{"sequence": (seq_length, F) float32, <head>: int64}``: a random
+    crop per draw in training, the centre otherwise; shorter ones repeat their last frame."""
+
+    def __init__(self, sequences: list[np.ndarray], labels: dict[str, np.ndarray], seq_length: int,
+                 train: bool = False):
+        import numpy as np
+
+        self.sequences = sequences
+        self.targets = {h: np.asarray(t, dtype=np.int64) for h, t in labels.items()}
+        self.seq_length = int(seq_length)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> dict:
+        import numpy as np
+        import torch
+
+        from emoexp.data.posture import fit_length
+
+        seq = self.sequences[i]
+        if self.train:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))  # the engine's seed
+            x = fit_length(seq, self.seq_length, mode="random", rng=rng)
+        else:
+            x = fit_length(seq, self.seq_length, mode="centre")
+        item = {"sequence": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))}
+        for head, t in self.targets.items():
+            item[head] = torch.tensor(t[i])
+        return item
+
+
+class FeatureDataset:
+    """Feature rows (N, F) -> ``{"features": (F,) float32, <head>: int64}``."""
+
+    def __init__(self, x: np.ndarray, labels: dict[str, np.ndarray]):
+        import numpy as np
+
+        self.x = np.asarray(x, dtype=np.float32)
+        self.targets = {h: np.asarray(t, dtype=np.int64) for h, t in labels.items()}
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        item = {"features": torch.from_numpy(self.x[i])}
+        for head, t in self.targets.items():
+            item[head] = torch.tensor(t[i])
+        return item
+
+
+def _loss_weights(spec: str, heads: dict[str, list[str]]) -> dict[str, float]:
+    try:
+        return parse_weights(spec, list(heads))
+    except ConfigError as e:
+        raise ConfigError("loss_" + str(e).replace("classes are", "heads are")) from None
+
+
+def _counts(labels: dict[str, np.ndarray], heads: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    import numpy as np
+
+    return {h: {c: int(np.sum(labels[h] == k)) for k, c in enumerate(names)} for h, names in heads.items()}
+
+
+@register_task
+class TrainPosture(Task):
+    name = "train_posture"
+    modality = "posture"
+    dataset = "posture"
+    registered_model = "emoexp-posture"
+    config_cls = PostureConfig
+    summary = "Body posture, stress and trajectory from keypoint-feature sequences (multi-task TCN-LSTM)."
+    serving_inputs = ("sequence",)
+    flexible_inputs = ("sequence",)  # one (T, F) sequence or a (B, T, F) batch, any T
+    option_aliases = {"data_dir": ("--data",), "output_dir": ("--output",)}  # seed 001's flags
+
+    def build_data(self, cfg: PostureConfig):
+        import numpy as np
+
+        from emoexp.data.base import BadFilePolicy, DataBundle
+        from emoexp.data.posture import load_posture_dataset
+
+        if cfg.seq_length < 2:
+            raise ConfigError(f"seq_length must be >= 2, got {cfg.seq_length}")
+        policy = BadFilePolicy(cfg.on_bad_file)
+        pd_ = load_posture_dataset(cfg.data_dir, policy=policy)
+        heads = {h: list(c) for h, c in pd_.heads.items()}
+        sides = {s: (pd_.sequences.get(s) or [], pd_.labels.get(s) or {}) for s in ("train", "val", "test")}
+        if not sides["train"][0] or not sides["val"][0]:
+            raise ConfigError(f"{cfg.data_dir}: needs train/ and val/ sequences (found "
+                              f"{', '.join(f'{s}: {len(v[0])}' for s, v in sides.items())})")
+        train = SequenceDataset(*sides["train"], cfg.seq_length, train=True)
+        val = SequenceDataset(*sides["val"], cfg.seq_length)
+        test = SequenceDataset(*sides["test"], cfg.seq_length) if sides["test"][0] else None
+        counts = {s: _counts(lab, heads) for s, (seqs, lab) in sides.items() if seqs}
+        lengths = [len(q) for q in sides["train"][0]]
+        info = {"dataset": "posture", "source": str(cfg.data_dir), "n_features": int(pd_.n_features),
+                "seq_length": int(cfg.seq_length), "class_counts": counts,
+                "train_lengths": {"min": int(min(lengths)), "median": float(np.median(lengths)),
+                                  "max": int(max(lengths))}}
+        ex = [val.sequences[i][: cfg.seq_length] for i in range(min(2, len(val)))]
+        example = np.stack([np.pad(e, ((0, cfg.seq_length - len(e)), (0, 0)), mode="edge") for e in ex])
+        return DataBundle(
+            train=train, val=val, test=test, heads=heads, train_targets=train.targets[next(iter(heads))],
+            split={"scheme": "dataset", "counts": counts, "ids": {s: pd_.ids.get(s, []) for s in sides}},
+            input_example={"sequence": example.astype(np.float32)}, info=info,
+            skipped_files=list(policy.skipped),
+        )
+
+    def build_model(self, cfg: PostureConfig, info: dict[str, Any]):
+        from emoexp.models.posture import TCNLSTM
+
+        return TCNLSTM(int(info["n_features"]), {h: len(c) for h, c in info["heads"].items()},
+                       channels=cfg.tcn_channels, levels=cfg.tcn_levels, kernel_size=cfg.kernel_size,
+                       lstm_hidden=cfg.lstm_hidden, dropout=cfg.dropout)
+
+    def head_loss_weights(self, cfg: PostureConfig, info: dict[str, Any]) -> dict[str, float]:
+        return _loss_weights(cfg.loss_weights, info["heads"])
+
+    def serving_batch(self, inputs: dict[str, Any], cfg: PostureConfig, info: dict[str, Any]) -> dict:
+        import torch
+
+        return {"sequence": torch.from_numpy(prepare_sequences(inputs, int(info["n_features"]),
+                                                               int(info["seq_length"])))}
+
+
+def prepare_sequences(inputs: dict[str, Any], n_features: int, seq_length: int) -> np.ndarray:
+    """Serving input -> (B, seq_length, F) float32: one (T, F) sequence, a (B, T, F) batch, or a
+    list of sequences of different lengths; centre-cropped or last-frame padded as in evaluation."""
+    import numpy as np
+
+    from emoexp.data.posture import fit_length
+
+    if "sequence" not in inputs:
+        raise ValueError(f"input needs 'sequence' ((T, {n_features}) features per frame, or a batch); "
+                         f"got {sorted(inputs)}")
+    raw = inputs["sequence"]
+    arr = np.asarray(raw) if not isinstance(raw, list | tuple) else None
+    if arr is not None and arr.dtype == object and arr.ndim == 1 and all(np.ndim(s) == 2 for s in arr):
+        seqs = [np.asarray(s, dtype=np.float32) for s in arr]
+    elif isinstance(raw, list | tuple) and raw and all(np.ndim(s) == 2 for s in raw):
+        seqs = [np.asarray(s, dtype=np.float32) for s in raw]
+    else:
+        try:
+            a = np.asarray(np.asarray(raw).tolist(), dtype=np.float32)
+        except (ValueError, TypeError):
+            raise ValueError(f"sequence: expected (T, {n_features}) or (B, T, {n_features}) numbers") from None
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            raise ValueError(f"sequence: expected (T, {n_features}) or (B, T, {n_features}), got shape {a.shape}")
+        seqs = list(a)
+    out = []
+    for k, s in enumerate(seqs):
+        if s.ndim != 2 or s.shape[1] != n_features:
+            raise ValueError(f"sequence {k}: shape {s.shape}; the model takes (T, {n_features}) features per frame")
+        if len(s) == 0 or not np.all(np.isfinite(s)):
+            raise ValueError(f"sequence {k}: empty or holds NaN/inf (interpolate missing keypoints first)")
+        out.append(fit_length(s, seq_length, mode="centre"))
+    return np.stack(out).astype(np.float32)
+
+
+@register_task
+class TrainClassifier(Task):
+    name = "train_classifier"
+    modality = "features"
+    dataset = "features"
+    registered_model = "emoexp-classifier"
+    config_cls = ClassifierConfig
+    summary = "MLP classifier heads on feature vectors, one head per label key (seed 001's custom-feature heads)."
+    serving_inputs = ("features",)
+
+    def build_data(self, cfg: ClassifierConfig):
+        from emoexp.data.base import DataBundle
+        from emoexp.data.splits import split_trials
+
+        x, labels, heads, ids = load_feature_table(cfg)
+        primary = next(iter(heads))
+        sides = split_trials({"all": labels[primary]}, val_fraction=cfg.val_fraction,
+                             test_fraction=cfg.test_fraction, seed=cfg.seed)
+        idx = {s: sides[s]["all"] for s in ("train", "val", "test")}
+        if not len(idx["train"]) or not len(idx["val"]):
+            raise ConfigError(f"{cfg.features or cfg.data_dir}: {len(x)} samples are too few for a train and a val side")
+
+        def make(side):
+            i = idx[side]
+            return FeatureDataset(x[i], {h: t[i] for h, t in labels.items()}) if len(i) else None
+
+        train, val, test = make("train"), make("val"), make("test")
+        mean, std = x[idx["train"]].mean(axis=0), x[idx["train"]].std(axis=0)
+        counts = {s: _counts({h: t[i] for h, t in labels.items()}, heads) for s, i in idx.items() if len(i)}
+        info = {"dataset": "features", "source": str(cfg.features or cfg.data_dir), "n_features": int(x.shape[1]),
+                "feature_mean": mean.tolist(), "feature_std": std.tolist(), "class_counts": counts}
+        return DataBundle(
+            train=train, val=val, test=test, heads=heads, train_targets=train.targets[primary],
+            split={"scheme": "random", "counts": counts, **{s: [ids[j] for j in i] for s, i in idx.items()}},
+            input_example={"features": x[idx["val"][:2]].astype(np.float32)}, info=info,
+        )
+
+    def build_model(self, cfg: ClassifierConfig, info: dict[str, Any]):
+        import numpy as np
+
+        from emoexp.models.posture import FeatureMLP
+
+        try:
+            hidden = tuple(int(h) for h in str(cfg.hidden).split(",") if h.strip())
+        except ValueError:
+            raise ConfigError(f"hidden: {cfg.hidden!r} is not a comma-separated list of widths") from None
+        net = FeatureMLP(int(info["n_features"]), {h: len(c) for h, c in info["heads"].items()},
+                         hidden=hidden, dropout=cfg.dropout)
+        net.set_standardisation(np.asarray(info["feature_mean"], dtype=np.float32),
+                                np.asarray(info["feature_std"], dtype=np.float32))
+        return net
+
+    def head_loss_weights(self, cfg: ClassifierConfig, info: dict[str, Any]) -> dict[str, float]:
+        return _loss_weights(cfg.loss_weights, info["heads"])
+
+    def serving_batch(self, inputs: dict[str, Any], cfg: ClassifierConfig, info: dict[str, Any]) -> dict:
+        import numpy as np
+        import torch
+
+        n = int(info["n_features"])
+        x = np.asarray(inputs.get("features"), dtype=np.float32) if "features" in inputs else None
+        if x is None:
+            raise ValueError(f"input needs 'features' ((B, {n}) float32); got {sorted(inputs)}")
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != n or not np.all(np.isfinite(x)):
+            raise ValueError(f"features: expected finite (B, {n}) values, got shape {x.shape}")
+        return {"features": torch.from_numpy(x)}
+
+
+def load_feature_table(cfg: ClassifierConfig) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, list[str]], list[str]]:
+    """(X (N, F) float32, labels {head: (N,)}, heads {head: class names}, sample ids) from the
+    feature table and labels.json (+ heads.json); only ids present in both are kept (counted)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from emoexp.data.base import DataError
+
+    root = Path(cfg.data_dir) if cfg.data_dir else None
+    feat = Path(cfg.features) if cfg.features else None
+    if feat is None:
+        if root is None:
+            raise ConfigError("give data_dir (holding features.csv and labels.json) or features= and labels=")
+        feat = next((root / f"features{ext}" for ext in (".csv", ".parquet", ".npy")
+                     if (root / f"features{ext}").is_file()), None)
+        if feat is None:
+            raise DataError(root, "holds no features.csv, features.parquet or features.npy")
+    lab = Path(cfg.labels) if cfg.labels else (root or feat.parent) / "labels.json"
+    for p in (feat, lab):
+        if not p.is_file():
+            raise DataError(p, "no such file")
+    try:
+        if feat.suffix == ".npy":
+            x = np.load(feat, allow_pickle=False)
+            id_file = feat.with_suffix(".ids.txt")
+            ids = id_file.read_text().split() if id_file.is_file() else [str(i) for i in range(len(x))]
+        else:
+            df = pd.read_parquet(feat) if feat.suffix == ".parquet" else pd.read_csv(feat)
+            if "sample_id" not in df.columns:
+                raise DataError(feat, f"no sample_id column (columns: {', '.join(map(str, df.columns[:8]))}...)")
+            ids = df.pop("sample_id").astype(str).tolist()
+            x = df.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+    except DataError:
+        raise
+    except Exception as e:  # unreadable table
+        raise DataError(feat, f"cannot read the feature table ({type(e).__name__}: {e})") from None
+    if x.ndim != 2 or len(x) != len(ids):
+        raise DataError(feat, f"expected one row of features per sample, got shape {x.shape} for {len(ids)} ids")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x).all(axis=1)))
+        raise DataError(feat, f"{bad} rows hold NaN, inf or non-numeric values")
+    try:
+        entries = json.loads(lab.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(lab, f"not valid JSON ({e})") from None
+    if not isinstance(entries, dict) or not entries:
+        raise DataError(lab, "expected {sample_id: {head: code}}")
+    head_names = list(next(iter(entries.values())))
+    heads_file = lab.with_name("heads.json")
+    if heads_file.is_file():
+        heads = {h: list(c) for h, c in json.loads(heads_file.read_text()).items()}
+    else:
+        heads = {h: [str(k) for k in range(1 + max(int(e[h]) for e in entries.values()))] for h in head_names}
+    row = {sid: k for k, sid in enumerate(ids)}
+    keep, y = [], {h: [] for h in heads}
+    for sid, e in entries.items():
+        if sid not in row:
+            continue
+        for h in heads:
+            code = e.get(h) if isinstance(e, dict) else None
+            if not isinstance(code, int) or not 0 <= code < len(heads[h]):
+                raise DataError(lab, f"{sid}: {h}={code!r} is not a code 0..{len(heads[h]) - 1}")
+            y[h].append(code)
+        keep.append(row[sid])
+    if not keep:
+        raise DataError(lab, f"no sample id is also in {feat.name}")
+    missing = len(entries) - len(keep)
+    if missing:
+        log.warning("%s: %d labelled ids have no feature row (ignored)", lab, missing)
+    keep_a = np.asarray(keep)
+    return x[keep_a], {h: np.asarray(v, dtype=np.int64) for h, v in y.items()}, heads, [ids[k] for k in keep]
