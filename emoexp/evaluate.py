@@ -95,6 +95,9 @@ def evaluate_model(
     for key in ("augment", "balance"):
         if key in cfg.to_dict():
             changes[key] = False
+    for key in ("features", "labels"):  # train_classifier: read the tables of --data, not the training ones
+        if key in cfg.to_dict():
+            changes.setdefault(key, "")
     if split == "train":
         changes.setdefault("samples_per_class", getattr(cfg, "samples_per_class", 0))
     cfg = task.prepare(apply_overrides(cfg, changes))

@@ -34,12 +34,9 @@ class WindowPrediction:
 
 def speech_model(model_uri: str):
     """(predict(waves (B, n) float32 at rate) -> (B, K) probs, classes, sample rate) of a speech model."""
-    from emoexp.serving import EmoexpModel, predict_frame
+    from emoexp.serving import modality_model, predict_frame
 
-    m = EmoexpModel.from_uri(model_uri)
-    if m.task.modality != "speech":
-        raise ValueError(f"{model_uri}: a {m.task.name} model, not a speech model (train_speech)")
-    classes = list(next(iter(m.info["heads"].values())))
+    m, classes = modality_model(model_uri, "speech", "train_speech")
     rate = int(m.info["sample_rate"])
 
     def predict(waves: np.ndarray) -> np.ndarray:

@@ -145,14 +145,19 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
         )
 
 
+def modality_model(model_uri: str, modality: str, task_name: str) -> tuple[EmoexpModel, list[str]]:
+    """A loaded model of ``modality`` (else a clear error) and its primary head's class names."""
+    m = EmoexpModel.from_uri(model_uri)
+    if m.task.modality != modality:
+        raise ValueError(f"{model_uri}: a {m.task.name} model, not a {modality} model ({task_name})")
+    return m, list(next(iter(m.info["heads"].values())))
+
+
 def face_classifier(model_uri: str):
     """(classify(crops) -> probs, class names) for a face model given by any emoexp model URI."""
     from emoexp.data.images import resize_batch
 
-    m = EmoexpModel.from_uri(model_uri)
-    if m.task.modality != "face":
-        raise ValueError(f"{model_uri}: a {m.task.name} model, not a face model (train_face)")
-    classes = list(next(iter(m.info["heads"].values())))
+    m, classes = modality_model(model_uri, "face", "train_face")
     size = int(m.info["image_size"])
 
     def classify(crops) -> np.ndarray:

@@ -113,6 +113,11 @@ def test_classifier_heads_learn_and_serve(features_root, tmp_path):
     model = mlflow.pyfunc.load_model(f"runs:/{res.run_id}/model")
     out = model.predict({"features": np.zeros((2, 32), np.float32)})
     assert len(out) == 2 and out["label"][0] in heads[first] and f"{second}.label" in out
+    # evaluate on a folder holding features.csv + labels.json: every head reported
+    ev = CliRunner().invoke(cli, ["evaluate", f"runs:/{res.run_id}/model", "--data", str(features_root),
+                                  "--out", str(tmp_path / "ev")])
+    assert ev.exit_code == 0, ev.output
+    assert (tmp_path / "ev" / f"{second}.confusion_matrix.csv").is_file()
 
 
 def test_classifier_reports_bad_labels(features_root, tmp_path):

@@ -193,6 +193,8 @@ class TrainClassifier(Task):
     serving_inputs = ("features",)
 
     def build_data(self, cfg: ClassifierConfig):
+        import numpy as np
+
         from emoexp.data.base import DataBundle
         from emoexp.data.splits import split_trials
 
