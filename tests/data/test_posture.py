@@ -736,3 +736,25 @@ def test_import_bold_bad_input(tmp_path):
         import_bold(root, tmp_path / "o4", policy=BadFilePolicy("skip"))
     with pytest.raises(ValueError, match="not a BoLD category"):
         import_bold(root, tmp_path / "o5", categories="Joy,Peace")
+
+
+def test_cli_import_then_train_posture_on_the_imported_labels(multiposture_csv, tmp_path):
+    """`emoexp data import multiposture` writes the layout; train_posture trains on its own heads."""
+    from click.testing import CliRunner
+
+    from emoexp import engine
+    from emoexp.cli import main as cli
+    from emoexp.config import apply_overrides
+    from emoexp.tasks import get_task
+
+    path, _, _ = multiposture_csv
+    res = CliRunner().invoke(cli, ["data", "import", "multiposture", str(path), "--out", str(tmp_path / "mp")])
+    assert res.exit_code == 0, res.output
+    task = get_task("train_posture")
+    cfg = apply_overrides(task.default_config(), {"data_dir": str(tmp_path / "mp"), "epochs": 1,
+                                                  "checkpoint_every": 0, "log_model": False})
+    data = task.build_data(cfg)
+    assert list(data.heads) == ["upperbody", "lowerbody"]
+    assert engine.fit(task, cfg, track=False).stop_reason == "completed"
+    res = CliRunner().invoke(cli, ["data", "import", "bold", str(tmp_path / "nope"), "--out", str(tmp_path / "b")])
+    assert res.exit_code != 0 and "nope" in res.output
