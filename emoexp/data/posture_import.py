@@ -166,12 +166,8 @@ def import_multiposture(
     csv_path, out = Path(csv_path), Path(out)
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, not {val_fraction}")
-    if not csv_path.is_file():
-        raise DataError(csv_path, "does not exist (expected MultiPosture's data.csv, Zenodo 10.5281/zenodo.14230872)")
-    try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        raise DataError(csv_path, f"cannot be read as CSV ({e})") from None
+    df = _read_text_csv(csv_path, "does not exist (expected MultiPosture's data.csv, Zenodo 10.5281/zenodo.14230872)",
+                        skipinitialspace=True)
     lower = {c.strip().lower(): c for c in df.columns}
     need = ["subject", *_MP_LABEL_COLUMNS.values()]
     absent = [c for c in need if c not in lower]
@@ -300,15 +296,21 @@ def _joints_path(root: Path, video: str) -> Path | None:
     return root / "joints" / rel
 
 
-def _read_bold_csv(path: Path):
+def _read_text_csv(path: Path, missing: str, **kw):
+    """A CSV as strings (values checked by the caller); DataError naming the file otherwise."""
     import pandas as pd
 
     if not path.is_file():
-        raise DataError(path, "is missing: BoLD annotations are annotations/train.csv and val.csv")
+        raise DataError(path, missing)
     try:
-        df = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, **kw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise DataError(path, f"cannot be read as CSV ({e})") from None
+
+
+def _read_bold_csv(path: Path):
+
+    df = _read_text_csv(path, "is missing: BoLD annotations are annotations/train.csv and val.csv", header=None)
     if df.shape[1] != BOLD_N_COLUMNS:
         raise DataError(path, f"has {df.shape[1]} columns; BoLD annotations have {BOLD_N_COLUMNS} "
                               "(video, person_id, min_frame, max_frame, 26 categories, valence, "
