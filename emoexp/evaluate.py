@@ -90,16 +90,7 @@ def evaluate_model(
     cfg = apply_overrides(task.default_config(), st["config"])
     info = st["info"]
     changes: dict[str, Any] = {"data_dir": str(data_dir), **(overrides or {})}
-    if "image_size" in cfg.to_dict():
-        changes["image_size"] = int(info.get("image_size", cfg.image_size))  # the model's input size
-    for key in ("augment", "balance"):
-        if key in cfg.to_dict():
-            changes[key] = False
-    for key in ("features", "labels"):  # train_classifier: read the tables of --data, not the training ones
-        if key in cfg.to_dict():
-            changes.setdefault(key, "")
-    if split == "train":
-        changes.setdefault("samples_per_class", getattr(cfg, "samples_per_class", 0))
+    changes.update(task.evaluation_overrides(cfg, info, changes))
     cfg = task.prepare(apply_overrides(cfg, changes))
     data = task.build_data(cfg)
     heads = info["heads"]

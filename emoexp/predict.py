@@ -182,6 +182,11 @@ def model_spec(model) -> ModelSpec:
     )
 
 
+def _step(size: int, overlap: float) -> int:
+    """Samples between window starts for windows of ``size`` overlapping by ``overlap`` in [0, 1)."""
+    return max(1, int(round(size * (1.0 - overlap))))
+
+
 def _windows(x: np.ndarray, size: int, step: int) -> np.ndarray:
     """(..., T) -> (n, ..., size) windows every ``step`` samples (views, no copies)."""
     view = np.lib.stride_tricks.sliding_window_view(x, size, axis=-1)[..., ::step, :]
@@ -196,14 +201,14 @@ def _segment_inputs(path: Path, k: int, seg: Segment, spec: ModelSpec, overlap: 
     if length < size:
         raise DataError(path, f"segment {k} has {length} samples at {rate:g} Hz, shorter than model "
                               f"{spec.task}'s window of {size} samples ({size / rate:.2f} s)")
-    step = max(1, int(round(size * (1.0 - overlap))))
+    step = _step(size, overlap)
     starts_s = np.arange(0, length - size + 1, step) / rate
     n = len(starts_s)
     out: dict[str, np.ndarray] = {}
     for name, shape in spec.inputs.items():
         if name in seg:
             w_size = spec.window(name)
-            w_step = max(1, int(round(w_size * (1.0 - overlap))))
+            w_step = _step(w_size, overlap)
             out[name] = np.ascontiguousarray(_windows(seg[name], w_size, w_step)[:n], dtype=np.float32)
         elif name in spec.required:
             raise DataError(path, f"model {spec.task} needs a {name!r} input, which this file does not hold")
@@ -220,7 +225,7 @@ def _speech_windows(wave: np.ndarray, spec: ModelSpec, overlap: float) -> tuple[
     if len(wave) <= size:
         windows, starts = [wave], np.zeros(1)
     else:
-        step = max(1, int(round(size * (1.0 - overlap))))
+        step = _step(size, overlap)
         begin = np.arange(0, len(wave) - size + 1, step)
         windows, starts = [wave[b:b + size] for b in begin], begin / rate
     batch = np.empty(len(windows), dtype=object)
@@ -234,7 +239,7 @@ def _sequence_windows(seq: np.ndarray, spec: ModelSpec, overlap: float) -> tuple
     size = spec.extra["seq_length"]
     if len(seq) <= size:
         return {"sequence": seq[None]}, np.zeros(1)
-    step = max(1, int(round(size * (1.0 - overlap))))
+    step = _step(size, overlap)
     begin = np.arange(0, len(seq) - size + 1, step)
     return {"sequence": np.stack([seq[b:b + size] for b in begin])}, begin / spec.extra["fps"]
 

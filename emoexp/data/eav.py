@@ -276,6 +276,15 @@ def eav_trial_conditions(
 # ---------------------------------------------------------------------------------------------
 # audio features
 
+def _media_cache(cdir: Path, folder: Path, sub: str, sid: str, kind: str, key: dict) -> tuple[Path, Path]:
+    """(cache .npy, its .json) for one subject's Audio/ or Video/ features: the folder anchors
+    the name; the per-file fingerprints in ``key`` catch edits of single files."""
+    anchor = folder / sub if (folder / sub).is_dir() else folder
+    cache = eeg_cache_path(cdir, anchor, key)
+    cache = cache.with_name(f"{sid}-{kind}-{cache.name.rsplit('-', 1)[-1]}")
+    return cache, cache.with_suffix(".json")
+
+
 def _audio_features(
     wav_of: dict[int, Path], n_trials: int, n_frames: int, audio_sample_rate: int, n_mfcc: int,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
@@ -313,11 +322,7 @@ def _subject_audio(
         "layout": "trial,frame,mfcc", "dtype": "float32",
         "wavs": {str(t): file_fingerprint(p) for t, p in sorted(wav_of.items())},
     }
-    # the folder anchors the name; the wav fingerprints in the key catch edits of single files
-    anchor = folder / "Audio" if (folder / "Audio").is_dir() else folder
-    cache = eeg_cache_path(cdir, anchor, key)
-    cache = cache.with_name(f"{sid}-mfcc-{cache.name.rsplit('-', 1)[-1]}")
-    meta_path = cache.with_suffix(".json")
+    cache, meta_path = _media_cache(cdir, folder, "Audio", sid, "mfcc", key)
     if cache.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         array = TrialArray.from_npy(cache)
@@ -415,10 +420,7 @@ def _subject_video(
         "layout": "video,frame,y,x,rgb", "dtype": "uint8",
         "videos": {str(t): file_fingerprint(p) for t, p in sorted(mp4_of.items())},
     }
-    anchor = folder / "Video" if (folder / "Video").is_dir() else folder
-    cache = eeg_cache_path(cdir, anchor, key)
-    cache = cache.with_name(f"{sid}-video-{cache.name.rsplit('-', 1)[-1]}")
-    meta_path = cache.with_suffix(".json")
+    cache, meta_path = _media_cache(cdir, folder, "Video", sid, "video", key)
     if cache.exists() and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())

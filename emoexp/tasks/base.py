@@ -52,6 +52,11 @@ class Task:
         """Raw-ish serving inputs (numpy) -> the model's batch dict (torch tensors)."""
         raise NotImplementedError
 
+    def evaluation_overrides(self, cfg: TrainConfig, info: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """Config changes for ``emoexp evaluate`` on new data, over the user's ``given`` ones
+        (by default: no training augmentation)."""
+        return {"augment": False} if "augment" in cfg.to_dict() else {}
+
     def error_analysis(self, dataset, preds: dict, heads: dict[str, list[str]], out_dir) -> dict | None:
         """Task-specific error reports written into ``out_dir`` beside the confusion matrix (after
         training and by ``emoexp evaluate``); ``preds`` as from :func:`emoexp.evaluation.predict`."""

@@ -110,6 +110,10 @@ class TrainFace(Task):
         per_class = class_targets(counts, weights, cfg.target_samples)
         return BalancedSampler(targets, class_names, per_class, generator)
 
+    def evaluation_overrides(self, cfg: FaceConfig, info: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        # the model's own input size; plain, unbalanced epochs of the evaluated images
+        return {"image_size": int(info.get("image_size", cfg.image_size)), "augment": False, "balance": False}
+
     def serving_batch(self, inputs: dict[str, Any], cfg: FaceConfig, info: dict[str, Any]) -> dict:
         from emoexp.data.images import preprocess
 

@@ -236,6 +236,10 @@ class TrainClassifier(Task):
                                 np.asarray(info["feature_std"], dtype=np.float32))
         return net
 
+    def evaluation_overrides(self, cfg: ClassifierConfig, info: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        # read the tables of --data, not the training ones (unless given explicitly)
+        return {k: "" for k in ("features", "labels") if k not in given}
+
     def head_loss_weights(self, cfg: ClassifierConfig, info: dict[str, Any]) -> dict[str, float]:
         return _loss_weights(cfg.loss_weights, info["heads"])
 
