@@ -374,12 +374,12 @@ def data() -> None:
               help="Subjects (EEG sets) or actors (RAVDESS) to write.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Generator options, e.g. n_samples=2500 (FACED), trials=20 (EAV), layout=csv (FER2013), "
+              help="Generator options, e.g. n_samples=2500 (FACED), trials=20 (EAV), seconds=10 (DEAP), layout=csv (FER2013), "
                    "n_per_class=200 (faces), segments=neutral:2,happy:2 (face-video).")
 @_user_errors
 def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str, ...]) -> None:
-    """Write a tiny DATASET (faced, eav, ravdess, fer2013, affectnet, face-video, posture, features) with a
-    planted, learnable class signal."""
+    """Write a tiny DATASET (faced, eav, deap, ravdess, fer2013, affectnet, face-video, posture, features)
+    with a planted, learnable class signal."""
     from emoexp.data.synth import SYNTHESIZERS, synth
 
     if dataset not in SYNTHESIZERS:

@@ -89,6 +89,8 @@ def fit(
     _seed_everything(cfg.seed)
 
     data = task.build_data(cfg)
+    if resume is not None:  # the checkpoint's fitted preprocessing, not one refitted on today's data
+        data = task.reuse_fitted(data, resume.state.get("info", {}))
     info = {**data.info, "heads": data.heads}
     weights = parse_weights(cfg.weights, data.class_names)
     model = task.build_model(cfg, info)
@@ -152,7 +154,7 @@ def fit(
             metrics = _train_one_epoch(
                 task, cfg, model, optimizer, data, weights, primary, loss_weights, device, epoch, total_epochs
             )
-            metrics.update(_validate(model, data.val, data.heads, primary, device, cfg, loss_weights))
+            metrics.update(_validate(model, data.val, data.heads, primary, device, cfg, loss_weights, task=task))
             scheduler.step()
             if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
                 raise FloatingPointError(f"the loss became {metrics[T.M_TRAIN_LOSS]} at epoch {epoch}")
@@ -306,6 +308,8 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
     # The epoch's order depends on (seed, epoch) alone, so a resumed run sees the same batches.
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     loader = _loader(data.train, cfg, gen, data.train_targets, weights, data.class_names, task)
+    if hasattr(model, "start_epoch"):  # training phases by epoch (EEG-LLM: LoRA only, then the backbone)
+        model.start_epoch(epoch)
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     total, n, t0 = 0.0, 0, time.perf_counter()
@@ -338,8 +342,10 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
     }
 
 
-def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val", return_preds=False):
-    """Metrics of ``model`` on ``dataset`` (and, with ``return_preds``, the predictions too)."""
+def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val", return_preds=False,
+              task=None):
+    """Metrics of ``model`` on ``dataset`` (and, with ``return_preds``, the predictions too), with
+    ``task``'s own metrics across heads (e.g. ``val_joint_accuracy``)."""
     from emoexp.evaluation import classification_metrics, predict
 
     preds = predict(model, dataset, heads, device, cfg.batch_size, _collate)
@@ -357,6 +363,8 @@ def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix=
             out[T.head_metric(head, f"{prefix}_f1.{c}", is_primary)] = f1
     if len(heads) > 1:
         out[f"{prefix}_loss"] = total_loss  # the objective across heads; primary is head-named
+    if task is not None:
+        out.update(task.extra_metrics(preds, heads, prefix))
     return (out, preds) if return_preds else out
 
 
@@ -375,7 +383,7 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
     preds = None
     if data.test is not None and len(data.test) and not pruned:
         test_metrics, preds = _validate(model, data.test, data.heads, data.primary_head, device, cfg,
-                                        loss_weights, prefix="test", return_preds=True)
+                                        loss_weights, prefix="test", return_preds=True, task=task)
         final.update({k: v for k, v in test_metrics.items() if "_f1." not in k})
     tracker.log_metrics(final, step=len(history))  # history holds every epoch from 1
     tracker.set_tags({T.TAG_STOP_REASON: stop_reason})
@@ -427,7 +435,12 @@ def _relog_missing_epochs(tracker, history: list[dict[str, float]]) -> None:
 def _optimizer(cfg: TrainConfig, model):
     import torch
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    # a model that unfreezes parts of itself later (EEG-LLM) names everything that will train;
+    # frozen parameters have no gradient, so the optimizer leaves them alone until then
+    if hasattr(model, "optimizer_parameters"):
+        params = list(model.optimizer_parameters())
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":

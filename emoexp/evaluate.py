@@ -92,7 +92,7 @@ def evaluate_model(
     changes: dict[str, Any] = {"data_dir": str(data_dir), **(overrides or {})}
     changes.update(task.evaluation_overrides(cfg, info, changes))
     cfg = task.prepare(apply_overrides(cfg, changes))
-    data = task.build_data(cfg)
+    data = task.reuse_fitted(task.build_data(cfg), info)
     heads = info["heads"]
     if list(data.heads[data.primary_head]) != list(heads[next(iter(heads))]):
         raise ValueError(f"{data_dir}: its classes {data.class_names} differ from the model's "
@@ -108,7 +108,7 @@ def evaluate_model(
     device = torch.device("cpu")
     loss_weights = task.head_loss_weights(cfg, info)
     metrics, preds = _validate(model, dataset, heads, next(iter(heads)), device, cfg, loss_weights,
-                               prefix="eval", return_preds=True)
+                               prefix="eval", return_preds=True, task=task)
     source = source_run_of(model_uri) if track else None
 
     out = Path(out_dir)

@@ -1,5 +1,5 @@
-"""Run a logged or registered emoexp model on raw files: EEG ``.npy``, FACED ``.pkl``, EAV ``.mat``, ``.wav``,
-face images ``.jpg``/``.png``.
+"""Run a logged or registered emoexp model on raw files: EEG ``.npy``, FACED ``.pkl``, EAV ``.mat``,
+DEAP ``.dat``, ``.wav``, face images ``.jpg``/``.png``.
 
 Each reader turns a file into *segments* (a recording, a clip, a trial), each a dict of
 continuous arrays at the model's rates; every segment is cut into the model's windows and
@@ -39,7 +39,10 @@ class ModelSpec:
         return float(self.audio_sample_rate if name == "audio" else self.sample_rate)
 
     def window(self, name: str) -> int:
-        """Samples per window of input ``name`` (the schema's last dimension)."""
+        """Samples per window of input ``name`` (the schema's last dimension; for an input the
+        schema leaves open, such as the EEG-LLM's, the window the model was trained on)."""
+        if self.inputs[name] == (-1,) and self.extra.get("window_size"):
+            return int(self.extra["window_size"])
         return int(self.inputs[name][-1])
 
 
@@ -127,6 +130,19 @@ def read_eav_mat(path: Path, spec: ModelSpec) -> list[Segment]:
     return [{"eeg": _resample_eeg(np.asarray(t, dtype=np.float32), EAV_SAMPLE_RATE, spec)} for t in trials]
 
 
+def read_deap_dat(path: Path, spec: ModelSpec) -> list[Segment]:
+    """A DEAP subject file (trials, 40, 8064) at 128 Hz: one segment per trial, the 32 EEG
+    channels after the model's baseline step."""
+    from emoexp.data.deap import DEAP_SAMPLE_RATE, apply_baseline, read_deap_file
+
+    _needs(path, spec, "eeg", "a DEAP .dat holds EEG")
+    if spec.n_channels != 32:
+        raise DataError(path, f"holds DEAP's 32 EEG channels; model {spec.task} expects {spec.n_channels}")
+    eeg, _ = read_deap_file(path)
+    eeg = apply_baseline(eeg, spec.extra.get("baseline") or "drop")
+    return [{"eeg": _resample_eeg(t, DEAP_SAMPLE_RATE, spec)} for t in eeg]
+
+
 def read_wav(path: Path, spec: ModelSpec) -> list[Segment]:
     """Audio, mono, resampled to the model's audio rate: one segment."""
     from emoexp.data import audio
@@ -151,8 +167,8 @@ def read_image(path: Path, spec: ModelSpec) -> list[Segment]:
     return [{"image": read_face_image(path)}]
 
 
-READERS: dict[str, Reader] = {".npy": read_npy, ".pkl": read_faced_pkl, ".mat": read_eav_mat, ".wav": read_wav,
-                              ".jpg": read_image, ".jpeg": read_image, ".png": read_image}
+READERS: dict[str, Reader] = {".npy": read_npy, ".pkl": read_faced_pkl, ".mat": read_eav_mat, ".dat": read_deap_dat,
+                              ".wav": read_wav, ".jpg": read_image, ".jpeg": read_image, ".png": read_image}
 
 
 def model_spec(model) -> ModelSpec:
@@ -178,7 +194,8 @@ def model_spec(model) -> ModelSpec:
                               else getattr(cfg, "audio_sample_rate", 0) or 0),
         extra={"classes": next(iter(info["heads"].values())), "clip_samples": int(info.get("clip_samples", 0)),
                "seq_length": int(info.get("seq_length", 0)), "n_features": int(info.get("n_features", 0)),
-               "fps": float(info.get("fps", 30.0))},
+               "fps": float(info.get("fps", 30.0)), "window_size": int(info.get("window_size", 0)),
+               "baseline": getattr(cfg, "baseline", "")},
     )
 
 

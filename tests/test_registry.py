@@ -81,13 +81,13 @@ def third(second, faced_root):
 
 
 def test_modality_tasks_come_from_the_task_registry():
-    assert modality_tasks()["eeg"] == ["finetune_eav", "pretrain_faced"]
+    assert modality_tasks()["eeg"] == ["finetune_eav", "pretrain_faced", "train_eeg_llm"]
     assert modality_tasks()["face"] == ["train_face"] and get_task("train_face").registered_model == "emoexp-face"
     assert modality_tasks()["speech"] == ["train_speech"]
     assert get_task("train_speech").registered_model == "emoexp-speech"
     assert modality_tasks()["posture"] == ["train_posture"] and modality_tasks()["features"] == ["train_classifier"]
     assert get_task("train_posture").registered_model == "emoexp-posture"
-    assert {get_task(t).registered_model for t in modality_tasks()["eeg"]} == {"emoexp-eeg", NAME}
+    assert {get_task(t).registered_model for t in modality_tasks()["eeg"]} == {"emoexp-eeg", NAME, "emoexp-eeg-llm"}
 
 
 def test_unknown_modality_is_one_clear_error():

@@ -14,6 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from emoexp.data.deap import (
+    DEAP_BASELINE_SAMPLES,
+    DEAP_CHANNELS,
+    DEAP_EEG_CHANNELS,
+    DEAP_SAMPLE_RATE,
+)
 from emoexp.data.eav import EAV_CLASSES, EAV_N_CHANNELS, EAV_SAMPLE_RATE
 from emoexp.data.faced import (
     FACED_CHANNELS,
@@ -234,6 +240,44 @@ def synth_eav(
     return out
 
 
+# DEAP channels whose band power carries the ratings: frontal alpha for valence, central and
+# parietal beta for arousal.
+DEAP_VALENCE_CHANNELS = [DEAP_EEG_CHANNELS.index(c) for c in ("Fp1", "AF3", "F3", "F7", "Fp2", "AF4", "Fz", "F4", "F8")]
+DEAP_AROUSAL_CHANNELS = [DEAP_EEG_CHANNELS.index(c) for c in ("C3", "CP1", "P3", "Pz", "Cz", "C4", "CP2", "P4")]
+
+
+def synth_deap(
+    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, trials: int = 40, seconds: float = 60.0,
+    amplitude: float = 12.0,
+) -> Path:
+    """Write ``out/s01.dat ...``: DEAP's preprocessed-python pickles (protocol 2), each a dict with
+    ``data`` (trials, 40, 384 + seconds*128) float64 and ``labels`` (trials, 4) float64 in [1, 9].
+
+    Valence and arousal ratings are drawn uniformly from [1, 9]; during the trial (not the 3-s
+    baseline) the valence rating scales a 9-11 Hz (alpha) oscillation in nine frontal channels and
+    the arousal rating an 18-24 Hz (beta) one in eight central/parietal channels, from 0 at
+    rating 1 to 2 x ``amplitude`` uV at rating 9, over 1/f noise of 10 uV. Subjects differ in gain.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = DEAP_BASELINE_SAMPLES + int(round(seconds * DEAP_SAMPLE_RATE))
+    t = np.arange(n - DEAP_BASELINE_SAMPLES) / DEAP_SAMPLE_RATE
+    for s in range(subjects):
+        rng = np.random.default_rng([seed, s, 4])
+        ratings = np.round(rng.uniform(1.0, 9.0, size=(trials, 4)), 2)
+        x = pink_noise(rng, (trials, len(DEAP_CHANNELS), n), DEAP_SAMPLE_RATE, std=10.0)
+        gain = rng.uniform(0.7, 1.3)
+        for i in range(trials):
+            for col, chans, band in ((0, DEAP_VALENCE_CHANNELS, (9.0, 11.0)), (1, DEAP_AROUSAL_CHANNELS, (18.0, 24.0))):
+                strength = gain * amplitude * (ratings[i, col] - 1.0) / 4.0
+                f = rng.uniform(*band)
+                phase = rng.uniform(0, 2 * np.pi, size=(len(chans), 1))
+                x[i, chans, DEAP_BASELINE_SAMPLES:] += strength * np.sin(2 * np.pi * f * t[None, :] + phase)
+        with open(out / f"s{s + 1:02d}.dat", "wb") as fh:
+            pickle.dump({"data": x, "labels": ratings}, fh, protocol=2)
+    return out
+
+
 SYNTHESIZERS: dict[str, Callable[..., Path]] = {
     "faced": synth_faced,
     "eav": synth_eav,
@@ -243,6 +287,7 @@ SYNTHESIZERS: dict[str, Callable[..., Path]] = {
     "ravdess": synth_ravdess,
     "posture": synth_posture,
     "features": synth_features,
+    "deap": synth_deap,
 }
 
 

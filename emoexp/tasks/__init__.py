@@ -1,6 +1,6 @@
 """Task registry: one module per entry point, registered by explicit import below."""
 
-from emoexp.tasks import eeg, face, posture, speech  # noqa: F401  (registers every entry point)
+from emoexp.tasks import eeg, eeg_llm, face, posture, speech  # noqa: F401  (registers every entry point)
 from emoexp.tasks.base import Task, get_task, list_tasks, register_task
 
 __all__ = ["Task", "get_task", "list_tasks", "register_task"]

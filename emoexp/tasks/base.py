@@ -57,6 +57,16 @@ class Task:
         (by default: no training augmentation)."""
         return {"augment": False} if "augment" in cfg.to_dict() else {}
 
+    def reuse_fitted(self, data, info: dict[str, Any]):
+        """Data built for a model trained elsewhere (``emoexp evaluate``, a resumed run): swap in
+        the preprocessing that model's run fitted (kept in its ``info``); by default nothing is fitted."""
+        return data
+
+    def extra_metrics(self, preds: dict, heads: dict[str, list[str]], prefix: str) -> dict[str, float]:
+        """Metrics across heads, logged beside the per-head ones (``prefix`` is val or test);
+        ``preds`` as from :func:`emoexp.evaluation.predict`."""
+        return {}
+
     def error_analysis(self, dataset, preds: dict, heads: dict[str, list[str]], out_dir) -> dict | None:
         """Task-specific error reports written into ``out_dir`` beside the confusion matrix (after
         training and by ``emoexp evaluate``); ``preds`` as from :func:`emoexp.evaluation.predict`."""

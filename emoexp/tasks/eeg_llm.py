@@ -1,0 +1,279 @@
+"""EEG to LLM (seed 004): DEAP windows as quantized tokens, a LoRA-adapted Llama, valence
+(primary) and arousal heads, and their joint accuracy."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from emoexp.config import ConfigError, EEGLLMConfig
+from emoexp.tasks.base import Task, register_task
+
+log = logging.getLogger(__name__)
+
+# fitted quantizer / normalisation statistics: a sample of training windows is enough
+_FIT_WINDOWS = 2000
+
+
+@register_task
+class TrainEEGLLM(Task):
+    name = "train_eeg_llm"
+    modality = "eeg"
+    dataset = "deap"
+    registered_model = "emoexp-eeg-llm"
+    config_cls = EEGLLMConfig
+    summary = "DEAP valence/arousal from quantized EEG tokens read by a LoRA-adapted Llama (seed 004)."
+    serving_inputs = ("eeg",)
+    flexible_inputs = ("eeg",)  # one (32, T) window or a (B, 32, T) batch (checked here)
+    extra_requirements = ("transformers", "peft", "accelerate", "bitsandbytes")
+    option_aliases = {"lr": ("--learning-rate",), "llm_path": ("--model-path",)}
+
+    def build_data(self, cfg: EEGLLMConfig):
+        import numpy as np
+
+        from emoexp.data.base import BadFilePolicy, DataBundle
+        from emoexp.data.deap import (
+            DEAP_EEG_CHANNELS,
+            DEAP_SAMPLE_RATE,
+            load_deap,
+            parse_bin_edges,
+            window_starts,
+        )
+        from emoexp.data.eeg_tokens import EEGTokenDataset
+
+        try:
+            edges = parse_bin_edges(cfg.bin_edges)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        policy = BadFilePolicy(cfg.on_bad_file)
+        try:
+            trials = load_deap(cfg.data_dir, baseline=cfg.baseline, levels=cfg.levels, threshold=cfg.threshold,
+                               high_inclusive=cfg.high_inclusive, bin_edges=edges, max_subjects=cfg.max_subjects,
+                               policy=policy)
+        except ValueError as e:
+            if type(e) is ValueError:  # bad bin edges: a config problem; DataErrors name their file
+                raise ConfigError(str(e)) from None
+            raise
+        n_samples = trials.eeg.shape[2]
+        starts = window_starts(n_samples, cfg.window_size, cfg.overlap)
+        if not len(starts):
+            raise ConfigError(f"{cfg.data_dir}: trials hold {n_samples} samples after the baseline step, "
+                              f"fewer than window_size={cfg.window_size}")
+        sides = _split_windows(trials, starts, cfg)
+        tokenizer = _fit_tokenizer(trials.eeg, sides["train"], cfg)
+        heads = {t: list(trials.class_names) for t in ("valence", "arousal")}
+
+        def make(side: str):
+            idx = sides[side]
+            if not len(idx):
+                return None
+            ds = EEGTokenDataset(trials.eeg, idx, trials.targets, tokenizer)
+            ds.meta = {"subject": trials.subject[idx[:, 0]], "trial": trials.trial[idx[:, 0]]}
+            return ds
+
+        train, val, test = make("train"), make("val"), make("test")
+        if train is None or val is None:
+            raise ConfigError(f"{cfg.data_dir}: the {cfg.split} split left no training or validation windows "
+                              f"({len(set(trials.subject.tolist()))} subjects); add subjects or use split=trial")
+        counts = {side: {h: {c: int(np.sum(trials.targets[h][idx[:, 0]] == k)) for k, c in enumerate(names)}
+                         for h, names in heads.items()} for side, idx in sides.items()}
+        subjects = {side: sorted({int(s) for s in trials.subject[idx[:, 0]]}) for side, idx in sides.items()}
+        info = {
+            "dataset": "deap", "source": str(cfg.data_dir), "sample_rate": DEAP_SAMPLE_RATE,
+            "channels": list(DEAP_EEG_CHANNELS), "n_channels": len(DEAP_EEG_CHANNELS),
+            "window_size": cfg.window_size, "n_trials": int(len(trials.eeg)),
+            "class_counts": counts, "tokenizer": tokenizer.to_dict(), "seq_len": tokenizer.seq_len,
+            "llm": _llm_config(cfg, tokenizer.token_map.vocab_size),
+        }
+        notes = {"subject": "subjects per side: none on two sides",
+                 "trial": "whole trials per side, stratified by valence within each subject (subjects on several sides)",
+                 "segment": "seed 004's random window split: overlapping windows of one trial on several sides "
+                            "(optimistic; not a generalisation estimate)"}
+        split = {"scheme": cfg.split, "subjects": subjects, "counts": counts, "note": notes[cfg.split]}
+        ex = val.index[:2]
+        example = np.stack([trials.eeg[t, :, s: s + cfg.window_size] for t, s in ex]).astype(np.float32)
+        return DataBundle(train=train, val=val, test=test, heads=heads, train_targets=train.head_targets("valence"),
+                          split=split, input_example={"eeg": example}, info=info,
+                          skipped_files=list(policy.skipped))
+
+    def reuse_fitted(self, data, info: dict[str, Any]):
+        from emoexp.data.eeg_tokens import Tokenizer
+
+        if "tokenizer" not in info:
+            return data
+        tokenizer = Tokenizer.from_dict(info["tokenizer"])
+        for ds in (data.train, data.val, data.test):
+            if ds is not None:
+                ds.tokenizer = tokenizer
+        data.info = {**data.info, "tokenizer": info["tokenizer"], "seq_len": tokenizer.seq_len}
+        return data
+
+    def build_model(self, cfg: EEGLLMConfig, info: dict[str, Any]):
+        from emoexp.models.eeg_llm import EEGLLMNet, resolve_dtype
+
+        try:
+            return EEGLLMNet({h: len(c) for h, c in info["heads"].items()}, info["llm"], llm_path=cfg.llm_path,
+                             load_in_4bit=cfg.load_in_4bit, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                             lora_dropout=cfg.lora_dropout, freeze_epochs=cfg.freeze_epochs,
+                             dtype=resolve_dtype(cfg.llm_dtype, cfg.load_in_4bit))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def init_from_pretrained(self, model, cfg: EEGLLMConfig, info: dict[str, Any]) -> dict[str, str]:
+        backbone = cfg.llm_path or "tiny random Llama (offline)"
+        return {"emoexp.llm": backbone, "emoexp.llm_4bit": str(cfg.load_in_4bit).lower(),
+                "emoexp.tokens": info["tokenizer"]["token_map"].get("source", "")}
+
+    def serving_batch(self, inputs: dict[str, Any], cfg: EEGLLMConfig, info: dict[str, Any]) -> dict:
+        import numpy as np
+        import torch
+
+        from emoexp.data.eeg_tokens import Tokenizer
+
+        if "eeg" not in inputs:
+            raise ValueError(f"input needs 'eeg' (a (32, T) window or a (B, 32, T) batch); got {sorted(inputs)}")
+        eeg = np.asarray(inputs["eeg"], dtype=np.float32)
+        if eeg.ndim == 2:
+            eeg = eeg[None]
+        n_ch, w = int(info["n_channels"]), int(info["window_size"])
+        if eeg.ndim != 3 or eeg.shape[1:] != (n_ch, w):
+            raise ValueError(f"eeg must be ({n_ch} channels, {w} samples) at {info['sample_rate']} Hz, one window "
+                             f"or a batch of them, after the baseline step of training; got shape {eeg.shape}")
+        if not np.isfinite(eeg).all():
+            raise ValueError("eeg holds NaN or infinite values")
+        return {"tokens": torch.from_numpy(Tokenizer.from_dict(info["tokenizer"])(eeg))}
+
+    def extra_metrics(self, preds: dict, heads: dict[str, list[str]], prefix: str) -> dict[str, float]:
+        """``<prefix>_joint_accuracy``: valence and arousal both right (seed 004's overall accuracy)."""
+        import numpy as np
+
+        right = [np.asarray(preds[h]["probs"]).argmax(1) == np.asarray(preds[h]["targets"]) for h in heads]
+        return {f"{prefix}_joint_accuracy": float(np.mean(np.logical_and.reduce(right))) if len(right[0]) else 0.0}
+
+    def error_analysis(self, dataset, preds: dict, heads: dict[str, list[str]], out_dir: Path) -> dict:
+        """``test_results.txt`` (seed 004): accuracy per target and joint, per-subject accuracy."""
+        return write_test_results(dataset, preds, heads, Path(out_dir))
+
+
+def _llm_config(cfg: EEGLLMConfig, vocab_size: int) -> dict:
+    from emoexp.models.eeg_llm import llm_config
+
+    try:
+        return llm_config(cfg.llm_path, vocab_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _split_windows(trials, starts, cfg: EEGLLMConfig) -> dict[str, Any]:
+    """(trial, start) pairs per side; by subject (default), by trial, or by window (seed 004)."""
+    import numpy as np
+
+    from emoexp.data.splits import split_subjects, split_trials
+
+    n = len(trials.eeg)
+    pairs = np.stack(np.meshgrid(np.arange(n), starts, indexing="ij"), axis=-1).reshape(-1, 2)
+    if cfg.split == "subject":
+        try:
+            s = split_subjects([str(x) for x in trials.subject], val_fraction=cfg.val_fraction,
+                               test_fraction=cfg.test_fraction, seed=cfg.seed)
+        except ValueError as e:
+            raise ConfigError(f"{cfg.data_dir}: {e}") from None
+        key = np.asarray([str(x) for x in trials.subject])
+        return {side: pairs[np.isin(key[pairs[:, 0]], getattr(s, side))] for side in ("train", "val", "test")}
+    if cfg.split == "trial":
+        per_subject = {str(sub): trials.targets["valence"][trials.subject == sub]
+                       for sub in sorted(set(trials.subject.tolist()))}
+        sides = split_trials(per_subject, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                             seed=cfg.seed)
+        out = {}
+        for side in ("train", "val", "test"):
+            rows = [np.flatnonzero(trials.subject == int(sub))[idx] for sub, idx in sides[side].items()]
+            chosen = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+            out[side] = pairs[np.isin(pairs[:, 0], chosen)]
+        return out
+    log.warning("split=segment: windows of one trial (overlapping ones, too) land in training and test; "
+                "the scores overstate how the model does on new trials or subjects")
+    order = np.random.default_rng(cfg.seed).permutation(len(pairs))
+    n_test = int(round(len(pairs) * cfg.test_fraction))
+    n_val = max(1, int(round(len(pairs) * cfg.val_fraction)))
+    return {"test": pairs[np.sort(order[:n_test])], "val": pairs[np.sort(order[n_test:n_test + n_val])],
+            "train": pairs[np.sort(order[n_test + n_val:])]}
+
+
+def _fit_tokenizer(eeg, train_pairs, cfg: EEGLLMConfig):
+    """Normalisation statistics and bin edges from (a seeded sample of) the training windows only."""
+    import numpy as np
+
+    from emoexp.data.eeg_tokens import (
+        Tokenizer,
+        channel_stats,
+        fit_bin_edges,
+        own_token_map,
+        tokenizer_token_map,
+    )
+
+    if cfg.llm_path:
+        from emoexp.models.eeg_llm import load_tokenizer
+
+        try:
+            token_map = tokenizer_token_map(load_tokenizer(cfg.llm_path), cfg.num_bins)
+        except ValueError as e:
+            raise ConfigError(f"{cfg.llm_path}: {e}") from None
+    else:
+        token_map = own_token_map(cfg.num_bins)
+    train_trials = np.unique(train_pairs[:, 0])
+    mean, std = channel_stats(eeg[train_trials], seed=cfg.seed)
+    tok = Tokenizer(mean=mean, std=std, edges=np.zeros(cfg.num_bins - 1, dtype=np.float32), token_map=token_map,
+                    window_size=cfg.window_size, downsample=cfg.downsample, normalize=cfg.normalize)
+    rng = np.random.default_rng(cfg.seed)
+    pick = train_pairs[np.sort(rng.permutation(len(train_pairs))[:_FIT_WINDOWS])]
+    windows = np.stack([eeg[t, :, s: s + cfg.window_size] for t, s in pick])
+    amplitudes = tok.scale(windows)[..., :: cfg.downsample]
+    try:
+        tok.edges = fit_bin_edges(amplitudes, cfg.num_bins, cfg.quantization).astype(np.float32)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return tok
+
+
+def write_test_results(dataset, preds: dict, heads: dict[str, list[str]], out_dir: Path) -> dict:
+    """``test_results.txt`` and ``.json``: accuracy and macro-F1 per target, joint accuracy,
+    accuracy per subject (the split the engine evaluated, normally test)."""
+    import json
+
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    right, result = [], {"n": 0, "targets": {}}
+    for head, classes in heads.items():
+        y = np.asarray(preds[head]["targets"])
+        p = np.asarray(preds[head]["probs"]).argmax(1)
+        right.append(p == y)
+        result["n"] = int(len(y))
+        if not len(y):
+            return {}
+        result["targets"][head] = {"accuracy": float(accuracy_score(y, p)),
+                                   "macro_f1": float(f1_score(y, p, average="macro", labels=range(len(classes)),
+                                                              zero_division=0)),
+                                   "classes": classes}
+    joint = np.logical_and.reduce(right)
+    result["joint_accuracy"] = float(joint.mean())
+    subjects = np.asarray(getattr(dataset, "meta", {}).get("subject", []))
+    if len(subjects) == len(joint):
+        result["per_subject"] = {int(s): {"joint_accuracy": float(joint[subjects == s].mean()),
+                                          **{h: float(r[subjects == s].mean()) for h, r in zip(heads, right)},
+                                          "windows": int(np.sum(subjects == s))}
+                                 for s in sorted(set(subjects.tolist()))}
+    lines = [f"windows: {result['n']}"]
+    lines += [f"{h} accuracy: {m['accuracy']:.4f}  macro-F1: {m['macro_f1']:.4f}  ({'/'.join(m['classes'])})"
+              for h, m in result["targets"].items()]
+    lines.append(f"joint accuracy (all targets right): {result['joint_accuracy']:.4f}")
+    if result.get("per_subject"):
+        lines += ["", "per subject: " + "  ".join(["joint", *heads, "windows"])]
+        lines += [f"  s{s:02d}: {v['joint_accuracy']:.3f}  " + "  ".join(f"{v[h]:.3f}" for h in heads)
+                  + f"  {v['windows']}" for s, v in result["per_subject"].items()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "test_results.txt").write_text("\n".join(lines) + "\n")
+    (out_dir / "test_results.json").write_text(json.dumps(result, indent=2))
+    return result
