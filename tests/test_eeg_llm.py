@@ -109,6 +109,18 @@ def test_freeze_phases_and_state_round_trip(trained_llm):
         a.load_state_dict({"backbone_trained": torch.tensor(False)})  # no adapter, no head
 
 
+def test_branch_from_the_frozen_phase_with_new_weights(trained_llm, tmp_path):
+    """Epoch 1's checkpoint (LoRA + head) resumes into the unfrozen phase with new sampling weights."""
+    uri = f"runs:/{trained_llm.run_id}/checkpoints/epoch_001.pt"
+    res = engine.branch(uri, {"epochs": 1, "weights": "high=2", "log_model": False,
+                              "output_dir": str(tmp_path / "branch")})
+    assert len(res.history) == 2 and res.sampling_weights == {"low": 1.0, "high": 2.0}
+    st = load_checkpoint(tmp_path / "branch" / "checkpoints" / "last.pt")
+    assert st["epoch"] == 2 and bool(st["model"]["backbone_trained"])
+    assert [e["run_id"] for e in st["lineage"]] == [trained_llm.run_id, res.run_id]
+    assert st["info"]["tokenizer"] == load_checkpoint(trained_llm.output_dir / "checkpoints" / "epoch_001.pt")["info"]["tokenizer"]
+
+
 def test_served_model_takes_one_window_or_a_batch(trained_llm):
     import mlflow
 
