@@ -73,36 +73,43 @@ def _throughput(args) -> list[dict]:
         tokens = torch.randint(0, tm.vocab_size, (args.batch_size, seq), generator=gen)
         y = torch.randint(0, 2, (args.batch_size,), generator=gen)
 
-        def train_step():
-            out = model({"tokens": tokens})
-            loss = sum(torch.nn.functional.cross_entropy(o, y) for o in out.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        def infer_step():
-            with torch.no_grad():
-                model({"tokens": tokens})
-
-        for name, epoch, step, mode in (("train, LoRA only", 1, train_step, "train"),
-                                        ("train, unfrozen", 2, train_step, "train"),
-                                        ("inference", 2, infer_step, "eval")):
+        for name, epoch, train in (("train, LoRA only", 1, True), ("train, unfrozen", 2, True),
+                                   ("inference", 2, False)):
             model.start_epoch(epoch)
-            model.train(mode == "train")
-            for _ in range(args.warmup):
-                step()
-            with Contention() as c:
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    step()
-                dt = time.perf_counter() - t0
+            model.train(train)
+            dt, load = _timed(model, opt, tokens, y, train, args)
             rows.append({"backbone": "4-bit NF4" if four_bit else "float32", "variant": name,
-                         "trainable_params": model.trainable_count() if mode == "train" else 0,
+                         "trainable_params": model.trainable_count() if train else 0,
                          "tokens_per_s": args.batch_size * seq * args.steps / dt,
                          "windows_per_s": args.batch_size * args.steps / dt, "seq_len": seq,
-                         "other_load": round(c.foreign, 3)})
+                         "other_load": round(load, 3)})
             print(f"  {rows[-1]['backbone']:>9} {name:<17} {rows[-1]['tokens_per_s']:9.0f} tokens/s", flush=True)
     return rows
+
+
+def _timed(model, opt, tokens, y, train: bool, args) -> tuple[float, float]:
+    """Seconds for ``args.steps`` steps (after ``args.warmup``), and the other processes' CPU share."""
+    import torch
+
+    def step():
+        if not train:
+            with torch.no_grad():
+                model({"tokens": tokens})
+            return
+        out = model({"tokens": tokens})
+        loss = sum(torch.nn.functional.cross_entropy(o, y) for o in out.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    with Contention() as c:
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        dt = time.perf_counter() - t0
+    return dt, c.foreign
 
 
 def _load_one(warm: str, path: str, variant: str) -> None:
