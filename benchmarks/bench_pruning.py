@@ -3,7 +3,9 @@
 
 One synthetic FACED set (``--amplitude`` 5: hard enough that the learning rate matters), one
 search space (lr log-uniform 1e-6..3e-3, dropout 0.1..0.6), the same TPE sampler seed and the
-same number of trials and epochs; only the pruner differs (two studies in one Optuna storage,
+same number of trials and epochs (default 12 x 10: the first epochs of a trial often tie at the
+class-collapse floor, so 6-epoch trials judged them on too little of the curve; real sweeps train
+longer still); only the pruner differs (two studies in one Optuna storage,
 one MLflow store, all in a temporary folder). ``run_sweep`` is called in-process, as the CLI does.
 
 Reported per sweep: epochs trained (``SweepResult.epochs_trained``), wall time, best value
@@ -18,8 +20,14 @@ and every trial trains with the same seed, the trials with identical parameters 
 studies are the same training run; the script lists what each pruned trial would have reached
 unpruned, so a pruning decision that cost the best trial shows up by name.
 
-The engine's pruner is ``MedianPruner(n_startup_trials=2, n_warmup_steps=1)`` on the running
-best validation macro-F1. Nothing is asserted. Results: benchmarks/results/bench_pruning.json.
+The engine's pruner (``emoexp.sweeps.make_pruner``) is ``MedianPruner(n_startup_trials=2,
+n_warmup_steps=1)`` on the running best validation macro-F1; ``--warmup``/``--startup`` swap in
+another MedianPruner for ``median`` in this process only (to compare settings without patching
+code), and ``--pruner hyperband`` compares the engine's HyperbandPruner instead. Torch runs with
+``--threads`` intra-op threads (default 1): training is deterministic for a given thread count, so
+epoch counts and best values repeat on any machine and under any load; another thread count is
+another (equally valid) set of training runs. Nothing is asserted.
+Results: benchmarks/results/bench_pruning.json.
 """
 
 from __future__ import annotations
@@ -48,15 +56,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (default 6)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10)")
     p.add_argument("--subjects", type=int, default=5, help="synthetic FACED subjects (default 5)")
     p.add_argument("--n-samples", type=int, default=1500,
                    help="samples per synthetic clip (default 1500 = 6 s; keeps an epoch short)")
     p.add_argument("--amplitude", type=float, default=5.0, help="planted signal amplitude (default 5: hard)")
     p.add_argument("--sweep-seed", type=int, default=0, help="TPE sampler seed of both sweeps (default 0)")
+    p.add_argument("--pruner", choices=["median", "hyperband"], default="median",
+                   help="the engine pruner compared with none (default median)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="median only: n_warmup_steps of the MedianPruner instead of the engine's")
+    p.add_argument("--startup", type=int, default=None,
+                   help="median only: n_startup_trials of the MedianPruner instead of the engine's")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1; results are exact per thread count)")
     p.add_argument("--noise-seeds", type=int, default=2,
                    help="extra training seeds for the unpruned best params, to measure noise (default 2; 0: skip)")
-    p.add_argument("--order", choices=["none-first", "median-first"], default="none-first",
+    p.add_argument("--order", choices=["none-first", "pruned-first", "median-first"], default="none-first",
                    help="which sweep runs first (default none-first)")
     p.add_argument("--wait-load", type=float, default=0.0,
                    help="before measuring, wait up to this many seconds for the 1-min load average "
@@ -116,8 +132,54 @@ def _trials(storage: str, study_name: str) -> list[dict]:
     return out
 
 
+def describe_pruner(p) -> str:
+    """``MedianPruner(n_startup_trials=2, n_warmup_steps=1)``: what the sweep really used."""
+    keys = ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials", "percentile",
+            "min_resource", "max_resource", "reduction_factor")
+    kw = [f"{k}={getattr(p, '_' + k)!r}" for k in keys if hasattr(p, "_" + k)]
+    return f"{type(p).__name__}({', '.join(kw)})"
+
+
+@contextlib.contextmanager
+def pruner_override(args):
+    """``--warmup``/``--startup``: the ``median`` name builds another MedianPruner, in this process only."""
+    import emoexp.sweeps as sweeps
+
+    if args.warmup is None and args.startup is None:
+        yield
+        return
+    if args.pruner != "median":
+        raise SystemExit("--warmup/--startup apply to --pruner median only")
+    import optuna
+
+    engine_default = sweeps.make_pruner("median")
+    startup = engine_default._n_startup_trials if args.startup is None else args.startup
+    warmup = engine_default._n_warmup_steps if args.warmup is None else args.warmup
+    original = sweeps.make_pruner
+
+    def patched(name: str):
+        if name == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+        return original(name)
+
+    sweeps.make_pruner = patched
+    try:
+        yield
+    finally:
+        sweeps.make_pruner = original
+
+
 def run(args) -> dict:
     _quiet_logs()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with pruner_override(args):
+        return _run(args)
+
+
+def _run(args) -> dict:
+    from emoexp import sweeps as sweeps_mod
     from emoexp.config import apply_overrides
     from emoexp.data.synth import synth_faced
     from emoexp.sweeps import run_sweep
@@ -148,7 +210,7 @@ def run(args) -> dict:
             load = wait_for_load(args.wait_load, args.max_load)
             print(f"load before measuring: {load}", flush=True)
             sweeps: dict[str, dict] = {}
-            order = ["none", "median"] if args.order == "none-first" else ["median", "none"]
+            order = ["none", args.pruner] if args.order == "none-first" else [args.pruner, "none"]
             for pruner in order:
                 study = f"bench-{pruner}"
                 print(f"sweep pruner={pruner}: {args.trials} trials x {args.epochs} epochs ...", flush=True)
@@ -179,12 +241,12 @@ def run(args) -> dict:
                 noise = {"best_params_values_by_seed": vals, "std": statistics.stdev(vals),
                          "range": max(vals) - min(vals)}
     return {"config": {**vars(args), "n_train_windows": n_train, "n_val_windows": n_val,
-                       "space": SPACE, "pruner": "MedianPruner(n_startup_trials=2, n_warmup_steps=1)"},
+                       "space": SPACE, "pruner_used": describe_pruner(sweeps_mod.make_pruner(args.pruner))},
             "load": load, "sweeps": sweeps, "noise": noise}
 
 
 def analyse(r: dict) -> dict:
-    none, med = r["sweeps"]["none"], r["sweeps"]["median"]
+    none, med = r["sweeps"]["none"], r["sweeps"][r["config"]["pruner"]]
     saving = 1.0 - med["epochs_trained"] / none["epochs_trained"]
     by_number = {t["number"]: t for t in none["trials"]}
     cut = []
@@ -210,7 +272,10 @@ def analyse(r: dict) -> dict:
 def report(r: dict) -> None:
     a = r["analysis"]
     rows = []
-    for name in ("none", "median"):
+    print(f"pruned sweep: {r['config']['pruner_used']}; {r['config']['trials']} trials x "
+          f"{r['config']['epochs']} epochs, sweep seed {r['config']['sweep_seed']}, "
+          f"torch threads {r['config']['threads']}")
+    for name in ("none", r["config"]["pruner"]):
         s = r["sweeps"][name]
         rows.append([name, s["epochs_trained"], s["wall_s"], s["best_value"] or float("nan"),
                      " ".join(f"{k}={v}" for k, v in sorted(s["states"].items())), s["foreign_cpu"]])
@@ -222,7 +287,7 @@ def report(r: dict) -> None:
             ["wall-time saving", f"{a['time_saving']:.1%}", "", ""],
             ["  trial time outside the training loop", f"{a['mean_trial_s_outside_train_loop']:.1f} s/trial "
              f"({1 - a['train_loop_share_of_trial_time']:.0%})", "", ""],
-            ["best value, median - none", f"{a['best_diff']:+.4f}",
+            [f"best value, {r['config']['pruner']} - none", f"{a['best_diff']:+.4f}",
              f"within noise (std {noise['std']:.4f})" if noise else "within noise",
              ("meets" if abs(a["best_diff"]) <= 2 * noise["std"] or a["best_diff"] >= 0 else "misses")
              if noise else "n/a"]]
@@ -230,7 +295,7 @@ def report(r: dict) -> None:
     lost = [t for t in a["pruned_trials"] if t["would_have_beaten_pruned_best"]]
     print(f"\npruned trials: {len(a['pruned_trials'])}; of them would have beaten the pruned "
           f"sweep's best (same params unpruned): {[t['number'] for t in lost] or 'none'}")
-    for t in r["sweeps"]["median"]["trials"]:
+    for t in r["sweeps"][r["config"]["pruner"]]["trials"]:
         print(f"  trial {t['number']:2d} {t['state']:8s} lr={t['params'].get('lr', 0):.2e} "
               f"dropout={t['params'].get('dropout', 0):.2f} curve={t['curve']}")
 
