@@ -66,7 +66,7 @@ def test_synth_registry(tmp_path):
     assert set(SYNTHESIZERS) >= {"faced", "eav", "fer2013", "affectnet", "face-video", "ravdess", "posture", "features"}
     out = synth("faced", tmp_path / "f", subjects=1, seed=0, n_samples=100)
     assert sorted(p.name for p in (out / "Processed_data").iterdir()) == ["sub000.pkl"]
-    with pytest.raises(ValueError, match="known: affectnet, eav, face-video, faced, features, fer2013, posture, ravdess"):
+    with pytest.raises(ValueError, match="known: affectnet, deap, eav, face-video, faced, features, fer2013, posture, ravdess"):
         synth("nope", tmp_path / "x", subjects=1, seed=0)
     with pytest.raises(ValueError, match="fer2013: unknown generator option.* bogus; known: classes, layout"):
         synth("fer2013", tmp_path / "x", bogus=1)
