@@ -48,7 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--n-trials", type=int, default=16, help="trials of each study, all workers together (default 16)")
+    p.add_argument("--n-trials", type=int, default=24,
+                   help="trials of each study, all workers together (default 24: each worker's ~11 s start-up "
+                        "weighs as in a real sweep of 20+ trials, not as in a 16-trial toy)")
     p.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5: ~10-20 s a trial)")
     p.add_argument("--subjects", type=int, default=5, help="synthetic FACED subjects (default 5)")
     p.add_argument("--n-samples", type=int, default=1500, help="samples per synthetic clip (default 1500)")

@@ -105,6 +105,17 @@ def test_freeze_phases_and_state_round_trip(trained_llm):
     a.eval(), b.eval()
     x = {"tokens": torch.randint(0, st["info"]["tokenizer"]["token_map"]["vocab_size"], (2, 40))}
     torch.testing.assert_close(a(x)["valence"], b(x)["valence"])
+    # a frozen-phase state (best.pt of an early epoch) loaded after the backbone trained brings
+    # the untouched backbone back, not the trained one
+    c = task.build_model(cfg, st["info"])
+    c.start_epoch(2)
+    with torch.no_grad():
+        for p in [p for n, p in c.backbone.named_parameters() if "lora_" not in n]:
+            p.add_(0.5)
+    c.load_state_dict(st["model"])
+    c.eval()
+    assert not bool(c.backbone_trained)
+    torch.testing.assert_close(c(x)["valence"], a(x)["valence"])
     with pytest.raises(RuntimeError, match="does not fit"):
         a.load_state_dict({"backbone_trained": torch.tensor(False)})  # no adapter, no head
 

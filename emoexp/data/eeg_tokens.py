@@ -90,9 +90,9 @@ def tokenizer_token_map(tokenizer, num_bins: int, channels: list[str] | None = N
     for letter in string.ascii_uppercase[:num_bins]:
         ids = tokenizer.convert_tokens_to_ids([letter])
         tid = ids[0] if ids else None
-        if tid is None or tid == unk:
+        if tid is None or tid == unk:  # not a vocabulary entry as such: accept a one-token encoding
             enc = tokenizer.encode(letter, add_special_tokens=False)
-            tid = enc[-1] if len(enc) == 1 or (len(enc) == 2 and enc[0] != enc[-1]) else None
+            tid = enc[0] if len(enc) == 1 else None
         if tid is None or tid == unk:
             raise ValueError(f"the tokenizer has no single token for {letter!r}; cannot map {num_bins} symbols")
         symbols.append(int(tid))
@@ -183,9 +183,11 @@ class Tokenizer:
         return out[0] if single else out
 
 
-def channel_stats(trials: np.ndarray, sample: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over (a seeded sample of at most ``sample``) trials (n, C, T)."""
-    idx = np.random.default_rng(seed).permutation(len(trials))[:sample]
+def channel_stats(trials: np.ndarray, rows: np.ndarray, sample: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over a seeded sample of at most ``sample`` of the trials ``rows``
+    of a (n, C, T) array (only the sampled trials are copied)."""
+    rows = np.asarray(rows)
+    idx = rows[np.random.default_rng(seed).permutation(len(rows))[:sample]]
     x = np.asarray(trials[np.sort(idx)], dtype=np.float64)
     return x.mean(axis=(0, 2)).astype(np.float32), x.std(axis=(0, 2)).astype(np.float32)
 

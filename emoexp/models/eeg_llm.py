@@ -118,6 +118,7 @@ class EEGLLMNet(nn.Module):
         super().__init__()
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+        self._source = {"config": llm, "llm_path": llm_path, "load_in_4bit": load_in_4bit, "dtype": dtype}
         backbone = build_backbone(llm, llm_path, load_in_4bit=load_in_4bit, dtype=dtype)
         if load_in_4bit:
             backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=False)
@@ -186,6 +187,11 @@ class EEGLLMNet(nn.Module):
         return OrderedDict((k, v) for k, v in full.items() if k[len(prefix):] in keep)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if bool(self.backbone_trained) and not any(k.startswith("backbone.") and "lora_" not in k
+                                                   for k in state_dict):
+            # a state from the frozen phase (say, best.pt of an early epoch) after the backbone
+            # trained here: it means the untouched backbone, so bring that back first
+            self._restore_pristine_backbone()
         missing, unexpected = super().load_state_dict(state_dict, strict=False, assign=assign)
         if strict:
             needed = {n for n, _ in self.named_parameters() if "lora_" in n or n.startswith("head.")}
@@ -194,6 +200,19 @@ class EEGLLMNet(nn.Module):
                 raise RuntimeError(f"checkpoint does not fit this EEG-LLM model: missing {lacking[:5]}, "
                                    f"unexpected {sorted(unexpected)[:5]} (another llm_path or LoRA rank?)")
         return missing, unexpected
+
+
+    def _restore_pristine_backbone(self) -> None:
+        """Reload the backbone's float weights from their source (``llm_path`` or the tiny seed)."""
+        src = self._source
+        fresh = build_backbone(src["config"], src["llm_path"], load_in_4bit=src["load_in_4bit"], dtype=src["dtype"])
+        pristine = fresh.state_dict()
+        with torch.no_grad():
+            for name, p in self._backbone_params():
+                key = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+                p.copy_(pristine[key].to(p.device, p.dtype))
+        del fresh, pristine
+        self.backbone_trained.fill_(False)
 
 
 def _has_module(model, suffix: str) -> bool:

@@ -223,7 +223,7 @@ def _fit_tokenizer(eeg, train_pairs, cfg: EEGLLMConfig):
     else:
         token_map = own_token_map(cfg.num_bins)
     train_trials = np.unique(train_pairs[:, 0])
-    mean, std = channel_stats(eeg[train_trials], seed=cfg.seed)
+    mean, std = channel_stats(eeg, train_trials, seed=cfg.seed)
     tok = Tokenizer(mean=mean, std=std, edges=np.zeros(cfg.num_bins - 1, dtype=np.float32), token_map=token_map,
                     window_size=cfg.window_size, downsample=cfg.downsample, normalize=cfg.normalize)
     rng = np.random.default_rng(cfg.seed)
