@@ -278,7 +278,7 @@ class EEGLLMConfig(TrainConfig):
     baseline: str = opt("subtract", "the 3-s pre-trial baseline: subtract (its mean 1-s chunk from every second, then dropped; TorchEEG) | drop | keep")
     levels: int = opt(2, "classes per target: 2 (low/high at threshold) | 3 (low/medium/high at bin_edges; seed 004)")
     threshold: float = opt(5.0, "levels=2: ratings at or above (see high_inclusive) are high")
-    high_inclusive: bool = opt(True, "levels=2: a rating of exactly `threshold` counts as high (TorchEEG) ; false: > threshold (many papers)")
+    high_inclusive: bool = opt(True, "levels=2: a rating of exactly `threshold` counts as high (TorchEEG); false: > threshold (many papers)")
     bin_edges: str = opt("", "levels=3: two edges 'low,high' (a rating on an edge goes up); empty: equal thirds of [1, 9] (3.667, 6.333)")
     window_size: int = opt(128, "samples per window at 128 Hz (1 s)")
     overlap: int = opt(64, "samples shared by consecutive windows (seed 004: overlapping segments)")
