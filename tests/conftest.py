@@ -130,3 +130,19 @@ def serve_model(uri: str, log_path: Path, timeout: float = 120.0):
 def model_server():
     """:func:`serve_model`, for tests: ``with model_server(uri, log_path) as url: ...``."""
     return serve_model
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer():
+    """A small word-level tokenizer built offline (capital letters, ':' and DEAP's channel names),
+    of the kind a pretrained model's directory holds."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from emoexp.data.deap import DEAP_EEG_CHANNELS
+
+    words = ["<s>", "<unk>", ":", *[chr(c) for c in range(ord("A"), ord("Z") + 1)], *DEAP_EEG_CHANNELS]
+    core = HFTokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", unk_token="<unk>")

@@ -205,26 +205,19 @@ def test_trial_and_segment_splits(deap_root, caplog):
     assert data.split["scheme"] == "segment" and len(data.train) > len(data.val) > 0
 
 
-def _pretrained_dir(path: Path) -> Path:
+def _pretrained_dir(path: Path, tokenizer) -> Path:
     """A tiny Llama and a word-level tokenizer saved like a downloaded model (offline)."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from emoexp.data.deap import DEAP_EEG_CHANNELS
-
-    words = ["<s>", "<unk>", ":", *[chr(c) for c in range(ord("A"), ord("Z") + 1)], *DEAP_EEG_CHANNELS]
-    core = HFTokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", unk_token="<unk>").save_pretrained(path)
+    tokenizer.save_pretrained(path)
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(path)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).save_pretrained(path)
     return path
 
 
-def test_pretrained_directory_and_its_tokenizer(deap_root, tmp_path):
-    llm = _pretrained_dir(tmp_path / "llm")
+def test_pretrained_directory_and_its_tokenizer(deap_root, tmp_path, word_tokenizer):
+    llm = _pretrained_dir(tmp_path / "llm", word_tokenizer)
     task, cfg = _cfg(deap_root, llm_path=str(llm), epochs=1, log_model=False, max_subjects=3)
     res = engine.fit(task, cfg, track=False)
     st = load_checkpoint(res.output_dir / "checkpoints" / "last.pt")

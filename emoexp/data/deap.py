@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +153,6 @@ class DeapTrials:
     subject: np.ndarray                  # (n,) int, from the file name
     trial: np.ndarray                    # (n,) trial index within its subject (video order)
     class_names: list[str]
-    files: list[str] = field(default_factory=list)
 
 
 def load_deap(data_dir: str | os.PathLike, *, baseline: str = "subtract", levels: int = 2, threshold: float = 5.0,
@@ -164,7 +163,7 @@ def load_deap(data_dir: str | os.PathLike, *, baseline: str = "subtract", levels
     files = find_deap_files(data_dir)
     if max_subjects:
         files = files[:max_subjects]
-    eegs, ratings, subjects, trials, used = [], [], [], [], []
+    eegs, ratings, subjects, trials = [], [], [], []
     length = None
     for path in files:
         try:
@@ -181,14 +180,13 @@ def load_deap(data_dir: str | os.PathLike, *, baseline: str = "subtract", levels
         ratings.append(lab)
         subjects.append(np.full(len(eeg), subject_of(path)))
         trials.append(np.arange(len(eeg)))
-        used.append(str(path))
     if not eegs:
         raise DataError(data_dir, "no readable DEAP subject file")
     r = np.concatenate(ratings)
     targets = {name: rating_classes(r[:, DEAP_RATINGS.index(name)], levels=levels, threshold=threshold,
                                     high_inclusive=high_inclusive, bin_edges=bin_edges) for name in TARGETS}
     return DeapTrials(eeg=np.concatenate(eegs), targets=targets, ratings=r, subject=np.concatenate(subjects),
-                      trial=np.concatenate(trials), class_names=list(LEVEL_NAMES[levels]), files=used)
+                      trial=np.concatenate(trials), class_names=list(LEVEL_NAMES[levels]))
 
 
 def window_starts(n_samples: int, window_size: int, overlap: int) -> np.ndarray:

@@ -142,7 +142,7 @@ class Tokenizer:
 
     @property
     def seq_len(self) -> int:
-        return len(self.token_map.layout(self.steps)[0])
+        return len(self._template)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "edges": self.edges.tolist(),
@@ -183,6 +183,11 @@ class Tokenizer:
         return out[0] if single else out
 
 
+def cut_windows(trials: np.ndarray, pairs: np.ndarray, size: int) -> np.ndarray:
+    """(n, C, T) trials and (trial, start) pairs -> (len(pairs), C, size) float32 windows (a copy)."""
+    return np.stack([trials[t, :, s: s + size] for t, s in np.asarray(pairs).reshape(-1, 2)]).astype(np.float32, copy=False)
+
+
 def channel_stats(trials: np.ndarray, rows: np.ndarray, sample: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over a seeded sample of at most ``sample`` of the trials ``rows``
     of a (n, C, T) array (only the sampled trials are copied)."""
@@ -209,8 +214,7 @@ class EEGTokenDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def window(self, i: int) -> np.ndarray:
-        t, s = self.index[i]
-        return self.trials[t, :, s: s + self.tokenizer.window_size]
+        return cut_windows(self.trials, self.index[i], self.tokenizer.window_size)[0]
 
     def head_targets(self, head: str) -> np.ndarray:
         """Per-window targets of ``head`` (N,)."""

@@ -129,7 +129,6 @@ class EEGLLMNet(nn.Module):
         self.heads = dict(heads)
         self.head = nn.Linear(2 * hidden, sum(heads.values()))
         self.freeze_epochs = int(freeze_epochs)
-        self.load_in_4bit = bool(load_in_4bit)
         # whether the backbone has trained (it then belongs in the checkpoint); saved with it
         self.register_buffer("backbone_trained", torch.zeros((), dtype=torch.bool))
         self.set_backbone_trainable(False)

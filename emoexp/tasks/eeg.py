@@ -127,29 +127,39 @@ class _EEGTask(Task):
         )
 
     def serving_batch(self, inputs: dict[str, Any], cfg: EEGConfig, info: dict[str, Any]) -> dict:
-        import numpy as np
         import torch
 
         from emoexp.data.eeg import zscore
 
-        if "eeg" not in inputs:
-            raise ValueError(f"input needs 'eeg' (windows of shape (C, T) or (B, C, T)); got {sorted(inputs)}")
-        eeg = np.asarray(inputs["eeg"], dtype=np.float32)
-        if eeg.ndim == 2:
-            eeg = eeg[None]  # (C, T) -> (1, C, T)
-        n_ch = int(info["n_channels"])
-        if eeg.ndim != 3 or eeg.shape[1] != n_ch:
-            raise ValueError(f"eeg must be (B, {n_ch}, T) at {info['sample_rate']:g} Hz; got {eeg.shape}")
-        if eeg.shape[2] < 16:
-            raise ValueError(f"eeg windows need at least 16 samples; got {eeg.shape[2]}")
-        if not np.isfinite(eeg).all():
-            raise ValueError("eeg holds NaN or infinite values")
+        eeg = eeg_input(inputs, int(info["n_channels"]), float(info["sample_rate"]))
         batch = {"eeg": torch.from_numpy(zscore(eeg))}
         if getattr(cfg, "use_audio", False):
             batch.update(_audio_batch(inputs.get("audio"), eeg.shape[0], cfg, info))
         if getattr(cfg, "use_video", False):
             batch.update(_video_batch(inputs.get("video"), eeg.shape[0], info))
         return batch
+
+
+def eeg_input(inputs: dict[str, Any], n_channels: int, sample_rate: float, window: int = 0):
+    """The serving input ``eeg``: one (C, T) window or a (B, C, T) batch -> (B, C, T) float32,
+    checked (channels, ``window`` samples when the model needs exactly that many, finite values)."""
+    import numpy as np
+
+    if "eeg" not in inputs:
+        raise ValueError(f"input needs 'eeg' (windows of shape (C, T) or (B, C, T)); got {sorted(inputs)}")
+    eeg = np.asarray(inputs["eeg"], dtype=np.float32)
+    if eeg.ndim == 2:
+        eeg = eeg[None]  # (C, T) -> (1, C, T)
+    if window and (eeg.ndim != 3 or eeg.shape[1:] != (n_channels, window)):
+        raise ValueError(f"eeg must be ({n_channels} channels, {window} samples) at {sample_rate:g} Hz, one "
+                         f"window or a batch of them; got shape {eeg.shape}")
+    if eeg.ndim != 3 or eeg.shape[1] != n_channels:
+        raise ValueError(f"eeg must be (B, {n_channels}, T) at {sample_rate:g} Hz; got {eeg.shape}")
+    if eeg.shape[2] < 16:
+        raise ValueError(f"eeg windows need at least 16 samples; got {eeg.shape[2]}")
+    if not np.isfinite(eeg).all():
+        raise ValueError("eeg holds NaN or infinite values")
+    return eeg
 
 
 def _audio_batch(audio, n: int, cfg: FinetuneEavConfig, info: dict[str, Any]) -> dict:

@@ -40,7 +40,7 @@ class TrainEEGLLM(Task):
             parse_bin_edges,
             window_starts,
         )
-        from emoexp.data.eeg_tokens import EEGTokenDataset
+        from emoexp.data.eeg_tokens import EEGTokenDataset, cut_windows
 
         try:
             edges = parse_bin_edges(cfg.bin_edges)
@@ -91,8 +91,7 @@ class TrainEEGLLM(Task):
                  "segment": "seed 004's random window split: overlapping windows of one trial on several sides "
                             "(optimistic; not a generalisation estimate)"}
         split = {"scheme": cfg.split, "subjects": subjects, "counts": counts, "note": notes[cfg.split]}
-        ex = val.index[:2]
-        example = np.stack([trials.eeg[t, :, s: s + cfg.window_size] for t, s in ex]).astype(np.float32)
+        example = cut_windows(trials.eeg, val.index[:2], cfg.window_size)
         return DataBundle(train=train, val=val, test=test, heads=heads, train_targets=train.head_targets("valence"),
                           split=split, input_example={"eeg": example}, info=info,
                           skipped_files=list(policy.skipped))
@@ -126,30 +125,20 @@ class TrainEEGLLM(Task):
                 "emoexp.tokens": info["tokenizer"]["token_map"].get("source", "")}
 
     def serving_batch(self, inputs: dict[str, Any], cfg: EEGLLMConfig, info: dict[str, Any]) -> dict:
-        import numpy as np
         import torch
 
         from emoexp.data.eeg_tokens import Tokenizer
+        from emoexp.tasks.eeg import eeg_input
 
-        if "eeg" not in inputs:
-            raise ValueError(f"input needs 'eeg' (a (32, T) window or a (B, 32, T) batch); got {sorted(inputs)}")
-        eeg = np.asarray(inputs["eeg"], dtype=np.float32)
-        if eeg.ndim == 2:
-            eeg = eeg[None]
-        n_ch, w = int(info["n_channels"]), int(info["window_size"])
-        if eeg.ndim != 3 or eeg.shape[1:] != (n_ch, w):
-            raise ValueError(f"eeg must be ({n_ch} channels, {w} samples) at {info['sample_rate']} Hz, one window "
-                             f"or a batch of them, after the baseline step of training; got shape {eeg.shape}")
-        if not np.isfinite(eeg).all():
-            raise ValueError("eeg holds NaN or infinite values")
+        eeg = eeg_input(inputs, int(info["n_channels"]), float(info["sample_rate"]), int(info["window_size"]))
         return {"tokens": torch.from_numpy(Tokenizer.from_dict(info["tokenizer"])(eeg))}
 
     def extra_metrics(self, preds: dict, heads: dict[str, list[str]], prefix: str) -> dict[str, float]:
         """``<prefix>_joint_accuracy``: valence and arousal both right (seed 004's overall accuracy)."""
         import numpy as np
 
-        right = [np.asarray(preds[h]["probs"]).argmax(1) == np.asarray(preds[h]["targets"]) for h in heads]
-        return {f"{prefix}_joint_accuracy": float(np.mean(np.logical_and.reduce(right))) if len(right[0]) else 0.0}
+        joint = np.logical_and.reduce(list(_right(preds, heads).values()))
+        return {f"{prefix}_joint_accuracy": float(joint.mean()) if joint.size else 0.0}
 
     def error_analysis(self, dataset, preds: dict, heads: dict[str, list[str]], out_dir: Path) -> dict:
         """``test_results.txt`` (seed 004): accuracy per target and joint, per-subject accuracy."""
@@ -208,6 +197,7 @@ def _fit_tokenizer(eeg, train_pairs, cfg: EEGLLMConfig):
     from emoexp.data.eeg_tokens import (
         Tokenizer,
         channel_stats,
+        cut_windows,
         fit_bin_edges,
         own_token_map,
         tokenizer_token_map,
@@ -228,13 +218,19 @@ def _fit_tokenizer(eeg, train_pairs, cfg: EEGLLMConfig):
                     window_size=cfg.window_size, downsample=cfg.downsample, normalize=cfg.normalize)
     rng = np.random.default_rng(cfg.seed)
     pick = train_pairs[np.sort(rng.permutation(len(train_pairs))[:_FIT_WINDOWS])]
-    windows = np.stack([eeg[t, :, s: s + cfg.window_size] for t, s in pick])
-    amplitudes = tok.scale(windows)[..., :: cfg.downsample]
+    amplitudes = tok.scale(cut_windows(eeg, pick, cfg.window_size))[..., :: cfg.downsample]
     try:
         tok.edges = fit_bin_edges(amplitudes, cfg.num_bins, cfg.quantization).astype(np.float32)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return tok
+
+
+def _right(preds: dict, heads: dict[str, list[str]]) -> dict:
+    """Per head, whether each window's most probable class is its target (bool arrays)."""
+    import numpy as np
+
+    return {h: np.asarray(preds[h]["probs"]).argmax(1) == np.asarray(preds[h]["targets"]) for h in heads}
 
 
 def write_test_results(dataset, preds: dict, heads: dict[str, list[str]], out_dir: Path) -> dict:
@@ -243,26 +239,26 @@ def write_test_results(dataset, preds: dict, heads: dict[str, list[str]], out_di
     import json
 
     import numpy as np
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import f1_score
 
-    right, result = [], {"n": 0, "targets": {}}
+    right = _right(preds, heads)
+    n = len(next(iter(right.values())))
+    if not n:
+        return {}
+    result: dict[str, Any] = {"n": n, "targets": {}}
     for head, classes in heads.items():
         y = np.asarray(preds[head]["targets"])
         p = np.asarray(preds[head]["probs"]).argmax(1)
-        right.append(p == y)
-        result["n"] = int(len(y))
-        if not len(y):
-            return {}
-        result["targets"][head] = {"accuracy": float(accuracy_score(y, p)),
+        result["targets"][head] = {"accuracy": float(right[head].mean()),
                                    "macro_f1": float(f1_score(y, p, average="macro", labels=range(len(classes)),
                                                               zero_division=0)),
                                    "classes": classes}
-    joint = np.logical_and.reduce(right)
+    joint = np.logical_and.reduce(list(right.values()))
     result["joint_accuracy"] = float(joint.mean())
     subjects = np.asarray(getattr(dataset, "meta", {}).get("subject", []))
     if len(subjects) == len(joint):
         result["per_subject"] = {int(s): {"joint_accuracy": float(joint[subjects == s].mean()),
-                                          **{h: float(r[subjects == s].mean()) for h, r in zip(heads, right)},
+                                          **{h: float(r[subjects == s].mean()) for h, r in right.items()},
                                           "windows": int(np.sum(subjects == s))}
                                  for s in sorted(set(subjects.tolist()))}
     lines = [f"windows: {result['n']}"]

@@ -210,20 +210,8 @@ def test_bin_edges_uniform_and_quantile():
         fit_bin_edges(v, 4, "kmeans")
 
 
-def _word_tokenizer():
-    """A small word-level tokenizer built offline, saved the way a pretrained model's is."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<s>", "<unk>", ":", *[chr(c) for c in range(ord("A"), ord("Z") + 1)], *DEAP_EEG_CHANNELS]
-    core = HFTokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", unk_token="<unk>")
-
-
-def test_pretrained_tokenizer_map_uses_existing_tokens():
-    tk = _word_tokenizer()
+def test_pretrained_tokenizer_map_uses_existing_tokens(word_tokenizer):
+    tk = word_tokenizer
     tm = tokenizer_token_map(tk, 16)
     assert tm.symbols == tk.convert_tokens_to_ids([chr(ord("A") + k) for k in range(16)])
     assert tm.bos == [tk.bos_token_id]
