@@ -320,7 +320,7 @@ def child_fit(args: argparse.Namespace) -> None:
         setattr(mod, name, wrapper)
 
     phased(engine, "_train_one_epoch", "fit: train epoch")
-    phased(engine, "_validate", "fit: validation / test metrics")
+    phased(engine, "evaluate_split", "fit: validation / test metrics")
     phased(evaluation, "write_eval_artifacts", "fit: eval artifacts")
 
     sampler.enter("fit: other (data, model, checkpoints)")

@@ -7,6 +7,7 @@ so it rebuilds its model alone.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -100,6 +101,11 @@ def load_from_uri(uri: str) -> dict[str, Any]:
     state = load_checkpoint(local)
     state.setdefault("source_uri", uri)
     return state
+
+
+def jsonable(x: Any) -> Any:
+    """Data info as builtins only (checkpoints load with ``weights_only=True``)."""
+    return json.loads(json.dumps(x, default=str))
 
 
 class _suppress:

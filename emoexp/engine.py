@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from emoexp import tracking as T
+from emoexp.checkpoints import jsonable
 from emoexp.config import TrainConfig, apply_overrides, format_weights, parse_weights
 from emoexp.tasks.base import Task, get_task
 
@@ -154,7 +155,7 @@ def fit(
             metrics = _train_one_epoch(
                 task, cfg, model, optimizer, data, weights, primary, loss_weights, device, epoch, total_epochs
             )
-            metrics.update(_validate(model, data.val, data.heads, primary, device, cfg, loss_weights, task=task))
+            metrics.update(evaluate_split(model, data.val, data.heads, primary, device, cfg, loss_weights, task=task))
             scheduler.step()
             if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
                 raise FloatingPointError(f"the loss became {metrics[T.M_TRAIN_LOSS]} at epoch {epoch}")
@@ -176,7 +177,7 @@ def fit(
             state = {
                 "task": task.name,
                 "config": cfg.to_dict(),
-                "info": _jsonable(info),
+                "info": jsonable(info),
                 "epoch": epoch,
                 "model": model.state_dict(),
                 "best_model": best_state,
@@ -342,7 +343,7 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
     }
 
 
-def _validate(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val", return_preds=False,
+def evaluate_split(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val", return_preds=False,
               task=None):
     """Metrics of ``model`` on ``dataset`` (and, with ``return_preds``, the predictions too), with
     ``task``'s own metrics across heads (e.g. ``val_joint_accuracy``)."""
@@ -382,7 +383,7 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
     eval_set, split_name = (data.test, "test") if data.test is not None and len(data.test) else (data.val, "val")
     preds = None
     if data.test is not None and len(data.test) and not pruned:
-        test_metrics, preds = _validate(model, data.test, data.heads, data.primary_head, device, cfg,
+        test_metrics, preds = evaluate_split(model, data.test, data.heads, data.primary_head, device, cfg,
                                         loss_weights, prefix="test", return_preds=True, task=task)
         final.update({k: v for k, v in test_metrics.items() if "_f1." not in k})
     tracker.log_metrics(final, step=len(history))  # history holds every epoch from 1
@@ -551,11 +552,6 @@ def _restore_rng(rng: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     if rng.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def _jsonable(x: Any) -> Any:
-    """Data info as builtins only (checkpoints load with weights_only=True)."""
-    return json.loads(json.dumps(x, default=str))
 
 
 # ----------------------------------------------------------------------------------------------

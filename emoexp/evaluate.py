@@ -79,7 +79,7 @@ def evaluate_model(
 
     from emoexp.checkpoints import load_from_uri
     from emoexp.config import apply_overrides
-    from emoexp.engine import _validate
+    from emoexp.engine import evaluate_split
     from emoexp.evaluation import plot_curves, report_files
     from emoexp.tasks import get_task
 
@@ -107,7 +107,7 @@ def evaluate_model(
     model.eval()
     device = torch.device("cpu")
     loss_weights = task.head_loss_weights(cfg, info)
-    metrics, preds = _validate(model, dataset, heads, next(iter(heads)), device, cfg, loss_weights,
+    metrics, preds = evaluate_split(model, dataset, heads, next(iter(heads)), device, cfg, loss_weights,
                                prefix="eval", return_preds=True, task=task)
     source = source_run_of(model_uri) if track else None
 

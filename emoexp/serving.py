@@ -102,8 +102,7 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
 
     from mlflow.models import infer_signature
 
-    from emoexp.checkpoints import save_checkpoint
-    from emoexp.engine import _jsonable
+    from emoexp.checkpoints import jsonable, save_checkpoint
 
     # Our wrapper is a class in an installed package (code_paths carries it too); MLflow's
     # generic advice about cloudpickle and type hints does not apply.
@@ -111,7 +110,7 @@ def log_model(task, cfg, info: dict[str, Any], state_dict: dict, input_example: 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(
-            {"task": task.name, "config": cfg.to_dict(), "info": _jsonable(info),
+            {"task": task.name, "config": cfg.to_dict(), "info": jsonable(info),
              "model": {k: v.detach().cpu() for k, v in state_dict.items()}, "epoch": 0},
             Path(tmp) / f"{T.MODEL_CHECKPOINT}.pt",
         )
