@@ -15,37 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from emoexp import tracking as T
+from emoexp.project import code_fingerprint, project_dir
 
 log = logging.getLogger(__name__)
 
 TAG_STEP_KEY = "emoexp.step_key"      # fingerprint of (entry point, params, code, data)
 TAG_STEP_REUSED = "emoexp.step.reused"
 SWEEP_STORAGE = "sqlite:///optuna.db"
-
-
-def project_dir() -> Path:
-    """The folder holding MLproject: the working directory under ``mlflow run``, else the repo."""
-    cwd = Path.cwd()
-    if (cwd / "MLproject").is_file():
-        return cwd
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "MLproject").is_file():
-        return repo
-    raise FileNotFoundError("no MLproject found in the working directory or beside the emoexp package")
-
-
-def code_fingerprint() -> str:
-    """A hash of the package source, MLproject and search spaces: what a step's result depends on."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parent
-    files = sorted(root.rglob("*.py"))
-    proj = project_dir()
-    files += [proj / "MLproject", *sorted((proj / "experiments").rglob("*.yaml"))]
-    for f in files:
-        if f.is_file():
-            h.update(str(f.relative_to(f.parents[len(f.parents) - 1])).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def data_fingerprint(path: str | Path) -> str:

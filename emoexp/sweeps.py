@@ -41,7 +41,7 @@ class SweepResult:
 
 
 def default_space_path(task_name: str) -> Path:
-    from emoexp.pipeline import project_dir
+    from emoexp.project import project_dir
 
     try:
         root = project_dir()

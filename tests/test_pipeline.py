@@ -7,6 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from emoexp import pipeline as P
+from emoexp.project import code_fingerprint
 
 
 def test_step_key_depends_on_params_code_and_data():
@@ -19,7 +20,7 @@ def test_step_key_depends_on_params_code_and_data():
 
 
 def test_code_fingerprint_is_stable():
-    assert P.code_fingerprint() == P.code_fingerprint()
+    assert code_fingerprint() == code_fingerprint()
 
 
 def test_data_fingerprint_sees_changed_files(tmp_path):
