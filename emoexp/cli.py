@@ -494,7 +494,7 @@ def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: fl
     """
     import os
 
-    from emoexp.predict import predict_files
+    from emoexp.apps.predict import predict_files
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the table readable
     df = predict_files(model_uri, list(files), overlap=overlap)

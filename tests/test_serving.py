@@ -91,7 +91,7 @@ def test_predict_npy_recording_is_cut_into_windows(staged, tmp_path):
 
 
 def test_predict_faced_pickle_windows_every_clip(staged, tmp_path):
-    from emoexp.predict import predict_files
+    from emoexp.apps.predict import predict_files
 
     path = tmp_path / "sub900.pkl"
     with open(path, "wb") as f:
