@@ -3,7 +3,7 @@
 
 1. Writes a drawn-face video (``emoexp.data.synth_faces.synth_face_video``: ``--seconds`` long,
    25 fps, ``--width`` x ``--height``, face ``--face-size`` px) in a temporary folder.
-2. Samples it at ``--fps`` with ``emoexp.video.iter_frames``; **decode** is the time from one
+2. Samples it at ``--fps`` with ``emoexp.data.frames.iter_frames``; **decode** is the time from one
    sampled frame to the next (grabbing the skipped frames, decoding, BGR->RGB).
 3. On each sampled frame: **detect** = ``HaarDetector.detect`` (the ``auto`` choice: it tracks
    the face, scanning only around the last one and the whole frame every 10th frame or when
@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
     import numpy as np
     import torch
 
-    from emoexp import video
+    from emoexp.apps import predict_video as video
+    from emoexp.data import frames as fr
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -133,9 +134,9 @@ def main(argv=None) -> dict:
                     "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="bench-video-") as td:
         path = make_video(Path(td), args)
-        info = video.video_info(path)
-        det = video.make_detector("auto")
-        untracked = video.HaarDetector(track=False) if isinstance(det, video.HaarDetector) else None
+        info = fr.video_info(path)
+        det = fr.make_detector("auto")
+        untracked = fr.HaarDetector(track=False) if isinstance(det, fr.HaarDetector) else None
         result["video"] = {**info, "detector": det.name}
         if args.quiet_wait > 0:
             result["foreign_cpu_before"] = wait_quiet(args.quiet_wait, probe_s=2.0)
@@ -143,7 +144,7 @@ def main(argv=None) -> dict:
         # Decode, detect, crop: one pass, each frame timed.
         frames, decode_ms, detect_ms, crop_ms, full_ms, found = [], [], [], [], [], 0
         with Contention() as c_front:
-            it = video.iter_frames(path, args.fps)
+            it = fr.iter_frames(path, args.fps)
             while True:
                 t0 = time.perf_counter()
                 try:
@@ -155,7 +156,7 @@ def main(argv=None) -> dict:
                 t2 = time.perf_counter()
                 found += bool(boxes)
                 box = boxes[0] if boxes else (0, 0, frame.shape[1], frame.shape[0])
-                face = video.crop(frame, box)
+                face = fr.crop(frame, box)
                 face = cv2.resize(face, (128, 128), interpolation=cv2.INTER_AREA)
                 t3 = time.perf_counter()
                 if untracked is not None:

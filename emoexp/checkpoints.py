@@ -8,10 +8,10 @@ so it rebuilds its model alone.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from emoexp.data.io import atomic_write
 
 FORMAT = "emoexp-checkpoint/1"
 
@@ -24,20 +24,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new, never half."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -106,11 +93,3 @@ def load_from_uri(uri: str) -> dict[str, Any]:
 def jsonable(x: Any) -> Any:
     """Data info as builtins only (checkpoints load with ``weights_only=True``)."""
     return json.loads(json.dumps(x, default=str))
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return True

@@ -5,11 +5,14 @@ scikit-learn computes the metrics; matplotlib draws the images (headless, Agg).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emoexp.data.io import atomic_write_text
 
 
 def predict(model, dataset, heads: dict[str, list[str]], device, batch_size: int, collate) -> dict[str, dict]:
@@ -82,14 +85,15 @@ def report_files(y_true, probs, classes: list[str], out_dir: Path, prefix: str =
     labels = list(range(len(classes)))
     y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    np.savetxt(out_dir / f"{prefix}confusion_matrix.csv", cm, fmt="%d", delimiter=",",
-               header=",".join(classes), comments="")
+    csv = io.StringIO()
+    np.savetxt(csv, cm, fmt="%d", delimiter=",", header=",".join(classes), comments="")
+    atomic_write_text(out_dir / f"{prefix}confusion_matrix.csv", csv.getvalue())
     report = classification_report(y_true, y_pred, labels=labels, target_names=classes,
                                     zero_division=0, output_dict=True)
-    (out_dir / f"{prefix}classification_report.json").write_text(json.dumps(report, indent=2))
-    (out_dir / f"{prefix}classification_report.txt").write_text(
-        classification_report(y_true, y_pred, labels=labels, target_names=classes, zero_division=0)
-    )
+    atomic_write_text(out_dir / f"{prefix}classification_report.json", json.dumps(report, indent=2))
+    atomic_write_text(out_dir / f"{prefix}classification_report.txt",
+                      classification_report(y_true, y_pred, labels=labels, target_names=classes,
+                                            zero_division=0))
     _plot_confusion(cm, classes, out_dir / f"{prefix}confusion_matrix.png", title)
     _plot_roc(y_true, probs, classes, out_dir / f"{prefix}roc.png", title)
 

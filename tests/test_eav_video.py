@@ -65,7 +65,7 @@ def _fit(data_dir, **overrides):
 # synthetic data and the loader
 
 def test_synth_writes_speaking_videos_with_the_real_names(eav_video):
-    from emoexp.video import video_info
+    from emoexp.data.frames import video_info
 
     _, emotions, rows = read_eav_eeg(eav_video / "subject1/EEG/subject1_eeg.mat",
                                      eav_video / "subject1/EEG/subject1_eeg_label.mat")
@@ -279,7 +279,7 @@ def test_served_model_takes_video_or_none(tracked, eav_video):
     assert not np.allclose(alone.filter(like="prob_").to_numpy(), with_video.filter(like="prob_").to_numpy())
     # whole frames (not crops of the model's size) go through the training's face detector
     video = next((eav_video / "subject1/Video").iterdir())
-    from emoexp.video import iter_frames
+    from emoexp.data.frames import iter_frames
 
     frames = np.stack([f for _, _, f in iter_frames(video, 5)][:2])      # (2, 64, 86, 3)
     out = served.predict(None, {"eeg": eeg[:1], "video": frames[None]})

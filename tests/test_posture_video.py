@@ -1,4 +1,4 @@
-"""Keypoints from video (emoexp.posture_video): the error messages, the landmark -> feature
+"""Keypoints from video (emoexp.apps.posture_extract): the error messages, the landmark -> feature
 path on a synthetic stick figure, and the frame loop with a stand-in PoseLandmarker.
 
 MediaPipe ships no model, so no test here runs the real PoseLandmarker; the loop is driven by a
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from emoexp import posture_video as pv
+from emoexp.apps import posture_extract as pv
 from emoexp.data.base import DataError
 from emoexp.data.posture import FEATURES, MEDIAPIPE33, canonical_from_mediapipe, posture_features
 

@@ -1,4 +1,4 @@
-"""emoexp.video: smoothing, transitions, detectors, frame sampling, and the whole pipeline on a
+"""emoexp.apps.predict_video and emoexp.data.frames: smoothing, transitions, detectors, frame sampling, and the whole pipeline on a
 drawn-face video with an oracle classifier."""
 
 from __future__ import annotations
@@ -11,22 +11,24 @@ import pandas as pd
 import pytest
 
 from emoexp.data.base import DataError
-from emoexp.video import (
+from emoexp.apps.predict_video import (
     SMOOTHING_METHODS,
+    VideoPrediction,
+    detect_transitions,
+    predict_video,
+    smooth_probs,
+    write_outputs,
+)
+from emoexp.data.frames import (
     DetectorError,
     FaceDetector,
     HaarDetector,
-    VideoPrediction,
     WholeFrameDetector,
     crop,
-    detect_transitions,
     haar_cascade_path,
     iter_frames,
     make_detector,
-    predict_video,
-    smooth_probs,
     square_crop_box,
-    write_outputs,
 )
 
 cv2 = pytest.importorskip("cv2")
@@ -153,10 +155,10 @@ def test_mediapipe_detector_needs_mediapipe_or_a_valid_model(tmp_path, monkeypat
 
 
 def test_auto_detector_falls_back_without_cascade(monkeypatch, caplog):
-    import emoexp.video as video
+    import emoexp.data.frames as frames
 
-    monkeypatch.setattr(video, "haar_cascade_path", lambda name=video.HAAR_CASCADE: None)
-    with caplog.at_level(logging.WARNING, logger="emoexp.video"):
+    monkeypatch.setattr(frames, "haar_cascade_path", lambda name=frames.HAAR_CASCADE: None)
+    with caplog.at_level(logging.WARNING, logger="emoexp.data.frames"):
         det = make_detector("auto")
     assert isinstance(det, WholeFrameDetector)
     assert "no Haar cascade" in caplog.text
@@ -281,7 +283,7 @@ def test_no_face_frames_fall_back_to_the_whole_frame(tmp_path, caplog):
             return []
 
     path = _solid_video(tmp_path / "blank.mp4", n=25)
-    with caplog.at_level(logging.WARNING, logger="emoexp.video"):
+    with caplog.at_level(logging.WARNING, logger="emoexp.apps.predict_video"):
         pred = predict_video(lambda x: np.ones((len(x), 3)) / 3, CLASSES, path, fps=5,
                              detector=NeverFinds(), progress=False)
     assert pred.n_frames_no_face == 5 and not pred.frames["face_found"].any()

@@ -31,6 +31,7 @@ from emoexp.dashboards._common import (
     render,
     table,
 )
+from emoexp.data.io import atomic_write_text
 
 __all__ = ["PAGES", "build_dashboards"]
 
@@ -68,14 +69,14 @@ def build_dashboards(
     script = get_plotlyjs()
     # Rewritten only when it differs (a plotly upgrade), so a rebuild leaves the 4 MB file alone.
     if not js.is_file() or js.stat().st_size != len(script.encode()) or js.read_text(encoding="utf-8") != script:
-        js.write_text(script, encoding="utf-8")
+        atomic_write_text(js, script)
     pages = [mod.build(snap) for mod in PAGES]
     nav = [(INDEX, "Index"), *((p.filename, p.title) for p in pages)]
     for page in pages:
-        (out / page.filename).write_text(render(page, nav), encoding="utf-8")
+        atomic_write_text(out / page.filename, render(page, nav))
         log.info("wrote %s (%s)", out / page.filename, page.count)
     index = out / INDEX
-    index.write_text(render(_index_page(snap, pages), nav), encoding="utf-8")
+    atomic_write_text(index, render(_index_page(snap, pages), nav))
     return index
 
 

@@ -37,9 +37,9 @@ from emoexp.data.eeg import (
     resample_poly_axis,
     resampled_length,
     resolve_cache_dir,
-    save_json_atomic,
-    save_npy_atomic,
 )
+from emoexp.data.frames import crop, iter_frames, make_detector
+from emoexp.data.io import atomic_save_npy, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -331,8 +331,8 @@ def _subject_audio(
             # bad files are replayed so that every load reports them under its own policy
             return array, mask, [tuple(b) for b in meta["bad"]]
     feats, mask, bad = _audio_features(wav_of, n_trials, n_frames, audio_sample_rate, n_mfcc)
-    save_json_atomic(meta_path, {"audio_mask": mask.tolist(), "bad": bad})
-    save_npy_atomic(cache, feats)
+    atomic_write_json(meta_path, {"audio_mask": mask.tolist(), "bad": bad})
+    atomic_save_npy(cache, feats)
     missing = sum(1 for t in range(n_trials) if t not in wav_of)
     log.debug("%s: %d trials with audio, %d without a wav", sid, int(mask.sum()), missing)
     return TrialArray.from_npy(cache), mask, bad
@@ -345,14 +345,12 @@ def face_crops(frames, detector, size: int, margin: float = VIDEO_CROP_MARGIN) -
     """RGB frames (an iterable of (H, W, 3) uint8) -> square face crops (N, size, size, 3) uint8
     and the number of frames where the detector found no face.
 
-    The largest face found is cut square with ``margin`` around it (:func:`emoexp.video.crop`);
+    The largest face found is cut square with ``margin`` around it (:func:`emoexp.data.frames.crop`);
     a frame without a face reuses the last box found in the sequence (a turned head, a blink of
     the detector), or the frame's central square before any was found. Training and serving both
     cut crops here, so a served model sees faces cut as in training.
     """
     import cv2
-
-    from emoexp.video import crop
 
     out: list[np.ndarray] = []
     last = None
@@ -380,7 +378,6 @@ def read_eav_video(
     """One video -> (n_frames, size, size, 3) uint8 face crops at ``fps`` from its start, and the
     count of frames without a found face. A video shorter than ``n_frames`` repeats its last
     frame; a longer one is cut. Raises :class:`DataError` naming the file if it cannot be read."""
-    from emoexp.video import iter_frames
 
     def frames():
         for k, (_, _, rgb) in enumerate(iter_frames(path, fps)):
@@ -432,8 +429,6 @@ def _subject_video(
         except (DataError, ValueError, IndexError, KeyError) as e:
             log.warning("rebuilding unreadable video cache %s: %s", cache, e)
 
-    from emoexp.video import make_detector
-
     detector = make_detector(detector_spec)
     row_of = np.full(n_trials, -1, dtype=np.int64)
     mask = np.zeros(n_trials, dtype=np.float32)
@@ -452,9 +447,9 @@ def _subject_video(
         crops.append(c)
         no_face += n_no
     array = np.stack(crops) if crops else np.zeros((0, n_frames, size, size, 3), dtype=np.uint8)
-    save_json_atomic(meta_path, {"row_of": row_of.tolist(), "video_mask": mask.tolist(), "bad": bad,
+    atomic_write_json(meta_path, {"row_of": row_of.tolist(), "video_mask": mask.tolist(), "bad": bad,
                                  "no_face": no_face})
-    save_npy_atomic(cache, array)
+    atomic_save_npy(cache, array)
     if no_face:
         log.info("%s: no face found in %d of %d video frames (the last box found was reused)",
                  sid, no_face, len(crops) * n_frames)
@@ -487,7 +482,7 @@ def load_eav(
     rate after resampling from 500 Hz. With ``use_audio`` every kept trial carries MFCC frames
     (zeros and audio_mask 0 where there is no audio, i.e. listening trials or a missing wav).
     With ``use_video`` every kept trial carries ``video_fps`` face crops per second of
-    ``video_size`` px, found by ``video_detector`` (see :func:`emoexp.video.make_detector`);
+    ``video_size`` px, found by ``video_detector`` (see :func:`emoexp.data.frames.make_detector`);
     video_mask is 0 for listening trials, a missing mp4, or (with on_bad_file skip) an
     unreadable one.
     """
@@ -622,6 +617,6 @@ def _subject_eeg(
         part = resample_poly_axis(raw[:, :, j:j + _RESAMPLE_CHUNK], EAV_SAMPLE_RATE, sample_rate, axis=0)
         out[j:j + part.shape[2]] = part.transpose(2, 0, 1)        # (T2, 30, k) -> (k, T2, 30)
     del raw
-    save_npy_atomic(cache, out)
+    atomic_save_npy(cache, out)
     return TrialArray.from_npy(cache)
 

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -100,38 +99,6 @@ def eeg_cache_path(cache_dir: str | os.PathLike, source_path: str | os.PathLike,
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
     stem = Path(source_path).name.split(".")[0] or "data"
     return Path(cache_dir) / f"{stem}-{digest[:20]}.npy"
-
-
-def _atomic_write(path: Path, write: Any, suffix: str) -> None:
-    # Write next to the target and rename: readers (other processes, a crash mid-write) never see
-    # a half-written file under the final name.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """``np.save`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    _atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False), ".tmp")
-    return path
-
-
-def save_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    _atomic_write(path, lambda f: f.write(json.dumps(obj).encode()), ".tmp")
-    return path
 
 
 def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool, int]:

@@ -21,8 +21,8 @@ from emoexp.data.eeg import (
     TrialArray,
     eeg_cache_path,
     resolve_cache_dir,
-    save_npy_atomic,
 )
+from emoexp.data.io import atomic_save_npy
 from emoexp.data.safe_pickle import load_pickle
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def load_faced(
             # (28, 32, T) -> keep channels -> (28, T, C)
             data = np.ascontiguousarray(x[:, : len(kept), :].transpose(0, 2, 1), dtype=np.float32)
             del x
-            save_npy_atomic(cache, data)
+            atomic_save_npy(cache, data)
             del data
             array = TrialArray.from_npy(cache)
             built += 1

@@ -71,7 +71,6 @@ Read with :func:`load_posture_dataset`, written with :func:`write_posture_datase
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -85,6 +84,7 @@ from typing import Any
 import numpy as np
 
 from emoexp.data.base import BadFilePolicy, DataError, MissingDatasetError
+from emoexp.data.io import atomic_save_npy, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -694,24 +694,6 @@ def load_posture_dataset(
 # ---------------------------------------------------------------------------------------------
 # the layout: writing
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file next to ``path`` and rename it over: readers never see half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_save_npy(path: Path, a: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    _atomic_write_bytes(path, buf.getvalue())
-
-
 def write_posture_dataset(
     out: str | os.PathLike,
     sides: Mapping[str, Iterable[tuple[str, np.ndarray, Mapping[str, int]]]],
@@ -731,7 +713,7 @@ def write_posture_dataset(
     if unknown:
         raise ValueError(f"sides must be among {', '.join(SIDES)}, not {', '.join(unknown)}")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out / "heads.json", (json.dumps(heads, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "heads.json", (json.dumps(heads, indent=1) + "\n").encode())
     for side, items in sides.items():
         items = list(items)
         if not items:
@@ -757,10 +739,10 @@ def write_posture_dataset(
                 if not isinstance(c, int | np.integer) or isinstance(c, bool) or not 0 <= int(c) < len(classes):
                     raise ValueError(f"{side}/{sid}: {h} code {c!r} is not an integer in 0..{len(classes) - 1}")
                 entry[h] = int(c)
-            _atomic_save_npy(folder / f"{sid}.npy", a)
+            atomic_save_npy(folder / f"{sid}.npy", a)
             labels[sid] = entry
         for stale in folder.glob("*.npy"):
             if stale.stem not in labels:
                 stale.unlink()
-        _atomic_write_bytes(out / side / "labels.json", (json.dumps(labels, indent=1) + "\n").encode())
+        atomic_write_bytes(out / side / "labels.json", (json.dumps(labels, indent=1) + "\n").encode())
     return out

@@ -48,12 +48,12 @@ from typing import Any
 import numpy as np
 
 from emoexp.data.base import BadFilePolicy, DataError
+from emoexp.data.io import atomic_write_bytes
 from emoexp.data.posture import (
     _J,
     MEDIAPIPE33,
     MEDIAPIPE33_NAMES,
     PostureWarning,
-    _atomic_write_bytes,
     canonical_from_mediapipe,
     canonical_from_openpose18,
     posture_features,
@@ -114,7 +114,7 @@ class _FeatureWarnings:
 
 
 def _write_info(out: Path, info: dict[str, Any]) -> None:
-    _atomic_write_bytes(out / "import_info.json", (json.dumps(info, indent=1, default=str) + "\n").encode())
+    atomic_write_bytes(out / "import_info.json", (json.dumps(info, indent=1, default=str) + "\n").encode())
 
 
 def _side_counts(items: list[tuple[str, np.ndarray, dict[str, int]]], heads: dict[str, list[str]]) -> dict:

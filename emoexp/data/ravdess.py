@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from emoexp.data.base import BadFilePolicy, DataError, MissingDatasetError
+from emoexp.data.io import atomic_save_npz
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,6 @@ def _cache_key(files: list[tuple[Path, RavdessName]], root: Path, **settings: ob
 
 def _save_cache(path: Path, data: RavdessData, root: Path) -> None:
     """One .npz of plain arrays (no pickles), written to a temporary file and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     skipped = np.array(data.skipped, dtype=str).reshape(-1, 2)
     arrays = {
         "waves": data.waves, "lengths": data.lengths, "labels": data.labels,
@@ -282,13 +282,7 @@ def _save_cache(path: Path, data: RavdessData, root: Path) -> None:
         "n_duplicates": np.int64(data.n_duplicates), "sample_rate": np.int64(data.sample_rate),
         "skipped": skipped,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save_npz(path, **arrays)
 
 
 def _load_cache(path: Path, root: Path) -> RavdessData:

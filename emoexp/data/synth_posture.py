@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emoexp.data.io import atomic_write_bytes
 from emoexp.data.posture import (
     _J,
     JOINTS,
@@ -38,7 +39,6 @@ from emoexp.data.posture import (
     MEDIAPIPE_NECK,
     N_JOINTS,
     POSTURE_HEADS,
-    _atomic_write_bytes,
     posture_features,
     write_posture_dataset,
 )
@@ -424,8 +424,8 @@ def synth_features(
     names = [f"f{j:02d}" for j in range(n_features)]
     lines = ["sample_id," + ",".join(names)]
     lines += [sid + "," + ",".join(f"{v:.6g}" for v in row) for sid, row in zip(ids, x)]
-    _atomic_write_bytes(out / "features.csv", ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(out / "features.csv", ("\n".join(lines) + "\n").encode())
     labels = {sid: {h: int(codes[h][i]) for h in heads} for i, sid in enumerate(ids)}
-    _atomic_write_bytes(out / "labels.json", (json.dumps(labels, indent=1) + "\n").encode())
-    _atomic_write_bytes(out / "heads.json", (json.dumps(heads, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "labels.json", (json.dumps(labels, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "heads.json", (json.dumps(heads, indent=1) + "\n").encode())
     return out

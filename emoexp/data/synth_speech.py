@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emoexp.data.io import atomic_write_bytes
+
 # The eight RAVDESS emotions by code (01..08), as emoexp.data.ravdess.RAVDESS_EMOTIONS.
 _EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 KAGGLE_COPY_FOLDER = "audio_speech_actors_01-24"
@@ -312,12 +314,6 @@ def add_fllr_chunk(wav: bytes, payload: int = FLLR_PAYLOAD) -> bytes:
     raise ValueError("no data chunk in the WAVE byte string")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def synth_ravdess(
     out: str | os.PathLike,
     *,
@@ -374,5 +370,5 @@ def synth_ravdess(
                                 checked = True
                         name = f"03-01-{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}.wav"
                         for folder in folders:
-                            _write_atomic(folder / name, data)
+                            atomic_write_bytes(folder / name, data)
     return out

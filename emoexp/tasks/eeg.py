@@ -224,7 +224,7 @@ def _video_batch(video, n: int, info: dict[str, Any]) -> dict:
         if frames.shape[1:3] != (S, S):
             spec = str(info.get("video_detector", "auto"))
             if spec not in _DETECTORS:
-                from emoexp.video import make_detector
+                from emoexp.data.frames import make_detector
 
                 _DETECTORS[spec] = make_detector(spec)
             frames = face_crops(frames, _DETECTORS[spec], S)[0]

@@ -14,9 +14,9 @@ from emoexp.data.eeg import (
     WindowDataset,
     eeg_cache_path,
     resample_poly_axis,
-    save_npy_atomic,
     zscore,
 )
+from emoexp.data.io import atomic_save_npy
 
 
 def _recordings(tmp_path=None, *, with_audio=False, seed=0):
@@ -37,10 +37,10 @@ def _recordings(tmp_path=None, *, with_audio=False, seed=0):
     rec = EEGRecordings.from_arrays(eeg, labels, sample_rate=100, class_names=["x", "y", "z"], **kw)
     if tmp_path is not None:
         for s in rec.subject_ids:
-            rec.eeg[s] = TrialArray.from_npy(save_npy_atomic(tmp_path / f"{s}.npy", eeg[s]))
+            rec.eeg[s] = TrialArray.from_npy(atomic_save_npy(tmp_path / f"{s}.npy", eeg[s]))
             if with_audio:
                 rec.audio[s] = TrialArray.from_npy(
-                    save_npy_atomic(tmp_path / f"{s}-audio.npy", rec.audio[s].load()))
+                    atomic_save_npy(tmp_path / f"{s}-audio.npy", rec.audio[s].load()))
     return rec
 
 
@@ -147,7 +147,7 @@ def test_audio_window_alignment():
 
 
 def test_trial_array_pickles_without_descriptor(tmp_path):
-    arr = TrialArray.from_npy(save_npy_atomic(tmp_path / "x.npy", np.ones((2, 5, 3), np.float32)))
+    arr = TrialArray.from_npy(atomic_save_npy(tmp_path / "x.npy", np.ones((2, 5, 3), np.float32)))
     arr.read(1, 0, 5)
     assert arr._fd is not None
     clone = pickle.loads(pickle.dumps(arr))
@@ -180,7 +180,7 @@ def test_cache_path_keys(tmp_path):
 
 
 def test_atomic_save_leaves_no_temp_files(tmp_path):
-    out = save_npy_atomic(tmp_path / "d" / "x.npy", np.arange(6, dtype=np.float32).reshape(1, 2, 3))
+    out = atomic_save_npy(tmp_path / "d" / "x.npy", np.arange(6, dtype=np.float32).reshape(1, 2, 3))
     assert sorted(p.name for p in out.parent.iterdir()) == ["x.npy"]
     assert TrialArray.from_npy(out).shape == (1, 2, 3)
 

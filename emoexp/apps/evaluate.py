@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from emoexp import tracking as T
+from emoexp.data.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def evaluate_model(
     summary = {"model_uri": model_uri, "task": task.name, "data_dir": str(data_dir), "split": split,
                "n": len(dataset), "metrics": metrics, "source_run_id": source,
                "overrides": {k: v for k, v in changes.items() if k != "data_dir"}}
-    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2, default=str))
 
     run_id = None
     if track:

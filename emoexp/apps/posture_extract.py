@@ -12,7 +12,7 @@ models train on (seed 001's ``sequences/seq_001.npy``), optionally saved atomica
 MediaPipe is optional and imported inside the functions (``pip install mediapipe``; it is not
 a dependency of emoexp). mediapipe 1.2 has the Tasks API only and ships no model: the
 PoseLandmarker needs a ``.task`` bundle (lite, full or heavy) that the user downloads and passes
-by path. OpenCV is imported lazily as well (through :mod:`emoexp.video`).
+by path. OpenCV is imported lazily as well (through :mod:`emoexp.data.frames`).
 
 Coordinates: PoseLandmarker gives *world* landmarks (metres, origin between the hips) and
 *image* landmarks (x, y in [0, 1] of the frame width and height). World landmarks are used when
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from emoexp.data.base import DataError
+from emoexp.data.io import atomic_save_npy
 from emoexp.data.posture import canonical_from_mediapipe, posture_features
 
 N_LANDMARKS = 33
@@ -148,9 +149,9 @@ def extract_pose_sequence(
     (mediapipe missing, or a file that is not a PoseLandmarker ``.task``); :class:`DataError`
     naming the video (missing, not decodable, no frames, or no person in any frame).
     """
-    from emoexp.video import _check_fps, iter_frames, video_info
+    from emoexp.data.frames import check_fps, iter_frames, video_info
 
-    _check_fps(fps)
+    check_fps(fps)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 (or None for all), not {max_frames}")
     model_path = check_pose_model_path(pose_model)
@@ -223,18 +224,6 @@ def landmarks_to_features(landmarks: np.ndarray, fps: float) -> np.ndarray:
     return posture_features(canonical_from_mediapipe(landmarks), fps=fps)
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        # A file object, not a name: np.save would append ".npy" to the temporary name.
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def video_to_features(
     video_path: str | os.PathLike,
     pose_model: str | os.PathLike,
@@ -251,5 +240,5 @@ def video_to_features(
     seq = extract_pose_sequence(video_path, pose_model, fps=fps, max_frames=max_frames)
     features = landmarks_to_features(seq.landmarks, seq.fps_sampled)
     if out_npy is not None:
-        _atomic_save_npy(Path(out_npy), features)
+        atomic_save_npy(out_npy, features)
     return features
