@@ -6,12 +6,12 @@ import pytest
 
 from emoexp.config import (
     ConfigError,
-    FinetuneEavConfig,
     apply_overrides,
     format_weights,
     load_preset,
     parse_weights,
 )
+from emoexp.tasks.eeg import FinetuneEavConfig
 
 EAV = ["neutral", "sadness", "anger", "happiness", "calmness"]
 

@@ -1,10 +1,12 @@
-"""Models: plain ``nn.Module``s behind one registry.
+"""Models: plain ``nn.Module``s behind one registry (:mod:`emoexp.models.registry`).
 
-Each model module is imported here by name so its ``@register_model`` runs; add a new module to
-this list (and an input to the factory in ``tests/test_models.py``) to register a model.
+Each model module is imported here by name so its ``@register_model`` runs: a new module joins
+this list, a new model in it needs only its decorator (with an example input, which puts it
+under ``tests/test_contracts.py``).
 """
 
-from emoexp.models import audio, eeg, face, fusion, heads, video  # noqa: F401  (imported to register)
+# imported to register (heavy libraries, transformers and peft, load inside the builders)
+from emoexp.models import audio, eeg, eeg_llm, face, fusion, heads, posture, speech, video  # noqa: F401
 from emoexp.models.audio import AudioEncoder
 from emoexp.models.eeg import EEGEncoder, EEGEncoderLSTM
 from emoexp.models.face import FaceDenseNet, FaceSmallCNN
@@ -16,7 +18,14 @@ from emoexp.models.fusion import (
     load_encoder_state,
 )
 from emoexp.models.heads import ClassifierHead
-from emoexp.models.registry import create_model, list_models, register_model
+from emoexp.models.registry import (
+    create_model,
+    example_model,
+    get_model,
+    list_models,
+    model_options,
+    register_model,
+)
 from emoexp.models.video import VideoFramesEncoder
 
 __all__ = [
@@ -31,8 +40,11 @@ __all__ = [
     "build_multimodal_net",
     "create_model",
     "encoder_state_dict",
+    "example_model",
+    "get_model",
     "list_models",
     "load_encoder_state",
+    "model_options",
     "register_model",
     "VideoFramesEncoder",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from emoexp.models.eeg import conv_block
 from emoexp.models.registry import register_model
 
 
-@register_model("audio_mfcc")
+@register_model("audio_mfcc", family="audio_encoder", option="mfcc",
+                example=lambda: (dict(n_mfcc=13, latent_dim=16), torch.randn(4, 13, 20)))
 class AudioEncoder(nn.Module):
     """Three conv blocks over MFCC frames, global average pooling, a linear projection.
 

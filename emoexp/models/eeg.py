@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from emoexp.models.registry import register_model
@@ -17,7 +18,8 @@ def conv_block(in_ch: int, out_ch: int, kernel_size: int = 7, stride: int = 2) -
     )
 
 
-@register_model("eeg_cnn")
+@register_model("eeg_cnn", family="eeg_encoder", option="cnn",
+                example=lambda: (dict(in_channels=6, latent_dim=16), torch.randn(4, 6, 64)))
 class EEGEncoder(nn.Module):
     """Four strided temporal conv blocks, global average pooling, a linear projection.
 
@@ -43,7 +45,8 @@ class EEGEncoder(nn.Module):
         return self.proj(self.dropout(h))
 
 
-@register_model("eeg_cnn_lstm")
+@register_model("eeg_cnn_lstm", family="eeg_encoder", option="cnn_lstm",
+                example=lambda: (dict(in_channels=6, latent_dim=16, hidden=8), torch.randn(4, 6, 64)))
 class EEGEncoderLSTM(nn.Module):
     """Two strided conv blocks, then a 2-layer bidirectional LSTM over the shortened sequence.
 

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from emoexp.models.registry import register_model
+
 log = logging.getLogger(__name__)
 
 TINY_LLAMA: dict[str, Any] = {
@@ -109,6 +111,14 @@ def build_backbone(config: dict[str, Any], llm_path: str = "", *, load_in_4bit: 
                                          device_map="cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _example() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The tiny offline random Llama over a 40-symbol vocabulary, LoRA rank 2."""
+    kwargs = dict(heads={"valence": 2, "arousal": 3}, llm=llm_config("", vocab_size=40), lora_r=2, lora_alpha=4,
+                  freeze_epochs=0)
+    return kwargs, {"tokens": torch.randint(0, 40, (2, 24))}
+
+
+@register_model("eeg_llm", family="network", example=_example)
 class EEGLLMNet(nn.Module):
     """LoRA-adapted LM over EEG tokens -> {head: logits}."""
 

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from emoexp.models.registry import register_model
 
 
-@register_model("face_densenet121")
+@register_model("face_densenet121", family="face_encoder", option="densenet121",
+                example=lambda: ({}, torch.randn(2, 3, 32, 32)))
 class FaceDenseNet(nn.Module):
     """DenseNet121 features, ReLU, global average pooling: (B, 3, H, W) -> (B, 1024).
 
@@ -49,7 +50,8 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-@register_model("face_small_cnn")
+@register_model("face_small_cnn", family="face_encoder", option="small_cnn",
+                example=lambda: (dict(latent_dim=16, width=8), torch.randn(4, 3, 48, 48)))
 class FaceSmallCNN(nn.Module):
     """Four conv blocks (16-32-64-128 by default, each halving H and W), global pooling, a projection.
 
@@ -69,9 +71,6 @@ class FaceSmallCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.pool(self.features(x)).flatten(1)  # (B, 8w, H/16, W/16) -> (B, 8w)
         return self.proj(self.dropout(h))
-
-
-FACE_ENCODERS = {"densenet121": "face_densenet121", "small_cnn": "face_small_cnn"}
 
 
 def load_densenet_weights(encoder: FaceDenseNet, path: str | os.PathLike) -> dict[str, int]:

@@ -13,11 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from emoexp.models.heads import ClassifierHead
-from emoexp.models.registry import create_model
+from emoexp.models.registry import create_model, register_model
 
 FUSIONS = ("concat", "attention")
 
 
+@register_model("channel_adapter", family="adapter",
+                example=lambda: (dict(in_channels=6, out_channels=4), torch.randn(4, 6, 32)))
 class ChannelAdapter(nn.Module):
     """A learned 1x1 Conv1d mixing ``in_channels`` into ``out_channels``: (B, in, T) -> (B, out, T).
 
@@ -124,6 +126,17 @@ class MultimodalNet(nn.Module):
         return {name: head(fused) for name, head in self.heads.items()}
 
 
+def _multimodal_example() -> tuple[dict[str, Any], dict[str, Tensor]]:
+    kwargs = dict(modalities={"eeg": {"model": "eeg_cnn", "in_channels": 6, "latent_dim": 16},
+                              "audio": {"model": "audio_mfcc", "n_mfcc": 13, "latent_dim": 8}},
+                  heads={"emotion": 5, "arousal": 2}, fusion="attention", head_hidden=(8,),
+                  channel_adapter=(8, 6))
+    batch = {"eeg": torch.randn(4, 8, 64), "audio": torch.randn(4, 13, 20),
+             "audio_mask": torch.tensor([1.0, 0.0, 1.0, 1.0])}
+    return kwargs, batch
+
+
+@register_model("multimodal_net", family="network", example=_multimodal_example)
 def build_multimodal_net(
     *,
     modalities: dict[str, dict[str, Any]],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from emoexp.models.registry import register_model
 
 
-@register_model("classifier_head")
+@register_model("classifier_head", family="head",
+                example=lambda: (dict(in_dim=16, n_classes=3, hidden=(8,)), torch.randn(4, 16)))
 class ClassifierHead(nn.Module):
     """An MLP: Linear -> ReLU -> Dropout per hidden size, then a Linear to the logits.
 

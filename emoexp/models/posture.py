@@ -16,8 +16,7 @@ distances, velocities): the normalisation is part of the model. A NaN (a joint t
 not see) is replaced by the feature's mean, so one missing joint cannot turn a whole batch's loss
 into NaN.
 
-Neither is in the model registry: both take a batch dict and return a dict of logits, unlike the
-registered encoders (a tensor in, a tensor out) that ``tests/test_models.py`` checks.
+Both are registered whole networks (family ``network``: a batch dict in, a dict of logits out).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from emoexp.models.heads import ClassifierHead
+from emoexp.models.registry import register_model
 
 
 def _check_heads(heads: dict[str, int], who: str) -> dict[str, int]:
@@ -76,6 +76,10 @@ class TemporalBlock(nn.Module):
         return F.relu(h + self.residual(x))
 
 
+@register_model("tcn_lstm", family="network",
+                example=lambda: (dict(n_features=5, heads={"posture": 3, "stress": 2}, channels=8, levels=2,
+                                      lstm_hidden=8, head_hidden=(8,)),
+                                 {"sequence": torch.randn(4, 12, 5)}))
 class TCNLSTM(nn.Module):
     """Multi-task TCN-LSTM on keypoint-feature sequences; ``forward(batch) -> {head: (B, n)}``.
 
@@ -164,6 +168,9 @@ class TCNLSTM(nn.Module):
         return {name: head(z) for name, head in self.heads.items()}
 
 
+@register_model("feature_mlp", family="network",
+                example=lambda: (dict(n_features=6, heads={"mood": 2, "sleep": 3}, hidden=(8,)),
+                                 {"features": torch.randn(4, 6)}))
 class FeatureMLP(nn.Module):
     """MLP heads on one feature vector per sample; ``forward(batch) -> {head: (B, n)}``.
 

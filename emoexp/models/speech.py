@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from emoexp.models.heads import ClassifierHead
+from emoexp.models.registry import register_model
 
 # A randomly initialised wav2vec2 small enough for CPU tests (about 0.2 M parameters). The conv
 # strides and kernels are wav2vec2's own, so 16 kHz audio still gives 50 frames per second and
@@ -197,6 +198,12 @@ def _clear_cache_on_load(net: SpeechNet, *_: Any) -> None:
     net.clear_feature_cache()
 
 
+@register_model(
+    "speech_net", family="network",
+    example=lambda: (dict(heads={"emotion": 4, "gender": 2}, wav2vec2=wav2vec2_config(), context_layers=1,
+                          pool_heads=2, n_mels=16, hidden=16),
+                     {"waveform": torch.randn(2, 8000)}),   # 0.5 s at 16 kHz
+)
 class SpeechNet(nn.Module):
     """The seed-002 dual-branch speech model; ``forward(batch) -> {head: logits (B, n_classes)}``.
 

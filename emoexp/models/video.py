@@ -23,7 +23,11 @@ from emoexp.models.registry import create_model, register_model
 POOLINGS = ("mean", "attention")
 
 
-@register_model("video_frames")
+@register_model(
+    "video_frames", family="video_encoder",
+    example=lambda: (dict(frame_model="face_small_cnn", frame_kwargs=dict(latent_dim=16, width=8), pooling="attention"),
+                     torch.randn(4, 3, 3, 32, 32)),   # (B, frames, 3, S, S)
+)
 class VideoFramesEncoder(nn.Module):
     """Per-frame latents from ``frame_model``, then the mean (or learned attention) over frames.
 

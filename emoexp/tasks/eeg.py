@@ -3,20 +3,120 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from emoexp import tracking as T
-from emoexp.config import ConfigError, EEGConfig, FinetuneEavConfig, PretrainFacedConfig
+from emoexp.config import ConfigError, TrainConfig, opt
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
 
-_ENCODERS = {"cnn": "eeg_cnn", "cnn_lstm": "eeg_cnn_lstm"}
 # The face encoder behind finetune_eav's video: "small_cnn" (trained jointly) or a train_face URI.
 # TODO(lead): move to emoexp.tracking with the other tag names.
 TAG_VIDEO_ENCODER = "emoexp.video_encoder"
 JOINT_VIDEO_ENCODER = "small_cnn"
 JOINT_VIDEO_SIZE = 48            # FER2013's side: small faces, cheap per frame
+
+
+def _encoder_choices() -> tuple[str, ...]:
+    """``auto`` (resolved in ``prepare``) and the registry's EEG encoders."""
+    from emoexp.models import model_options
+
+    return ("auto", *model_options("eeg_encoder"))
+
+
+@dataclass
+class EEGConfig(TrainConfig):
+    """What the two EEG entry points of seed 000 share: windows and the encoder."""
+
+    window_size: int = opt(512, "samples per EEG window (512 at 250 Hz is ~2 s)")
+    stride: int = opt(256, "samples between window starts (half-overlapping by default)")
+    encoder: str = opt("cnn", "cnn (4 temporal conv blocks) | cnn_lstm (2 conv blocks + BiLSTM)")
+    latent_dim: int = opt(128, "size of the encoder's latent vector")
+    dropout: float = opt(0.3, "dropout in the classifier head")
+    cache_dir: str = opt("", "where preprocessed .npy caches go; empty: $EMOEXP_CACHE_DIR or ~/.cache/emoexp")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ("window_size", "encoder", "latent_dim", "dropout")
+    CHOICES: ClassVar[dict[str, Any]] = {"encoder": _encoder_choices}
+
+    def __post_init__(self) -> None:
+        if self.window_size < 16 or self.stride < 1:
+            raise ConfigError("window_size must be >= 16 and stride >= 1")
+
+
+@dataclass
+class PretrainFacedConfig(EEGConfig):
+    """Seed 000's pre-training of the EEG encoder on FACED."""
+
+    data_dir: str = opt("data/raw/Processed_data/Processed_data", "FACED Processed_data folder (sub*.pkl)")
+    epochs: int = opt(50, "seed 000: 50 epochs of pre-training")
+    batch_size: int = opt(32, "seed 000: 32")
+    lr: float = opt(1e-3, "seed 000: Adam 1e-3")
+    scheduler: str = opt("cosine", "seed 000: cosine annealing over the run")
+    monitor: str = opt("val_loss", "seed 000 keeps the encoder with the best validation loss")
+    label_scheme: str = opt("emotion", "emotion (9 classes) | valence (negative/neutral/positive)")
+    channels: str = opt("eeg30", "eeg30 (drop the A1/A2 mastoids) | all32")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = EEGConfig.ARCH_KEYS + ("label_scheme", "channels")
+    CHOICES: ClassVar[dict[str, Any]] = {"label_scheme": ("emotion", "valence"), "channels": ("eeg30", "all32")}
+
+
+@dataclass
+class FinetuneEavConfig(EEGConfig):
+    """Seed 000's fine-tuning on EAV, optionally fusing the speaking trials' audio and video."""
+
+    data_dir: str = opt("data/raw/EAV/EAV", "EAV root holding subject*/ folders")
+    epochs: int = opt(30, "seed 000: 30 epochs of fine-tuning")
+    batch_size: int = opt(16, "seed 000: 16, smaller for stability")
+    lr: float = opt(1e-4, "seed 000: 10x lower than pre-training to keep the encoder's features")
+    scheduler: str = opt("step", "seed 000: StepLR, gamma 0.5 every 5 epochs")
+    checkpoint_every: int = opt(2, "seed 000: a checkpoint every 2 epochs")
+    encoder: str = opt("auto", "auto (the pretrained encoder's kind, else cnn) | cnn | cnn_lstm")
+    pretrained: str = opt("none", "encoder source: none | checkpoint path/URI | runs:/ID/model | models:/NAME@ALIAS")
+    channel_adapter: str = opt(
+        "linear",
+        "how EAV's montage meets the pretrained encoder's: linear (learned channel mixing, "
+        "identity-initialised) | identity (assert the channels align; error if counts differ)",
+    )
+    use_audio: bool = opt(False, "fuse MFCC audio of speaking trials (listening trials: masked)")
+    fusion: str = opt("concat", "concat | attention (cross-modal attention pooling)")
+    condition: str = opt("both", "listening | speaking | both")
+    sample_rate: float = opt(250.0, "EEG is resampled to this rate so a window spans FACED's duration")
+    audio_sample_rate: int = opt(16000, "audio is resampled to this rate before MFCC")
+    n_mfcc: int = opt(13, "MFCC coefficients (seed 000: 13)")
+    use_video: bool = opt(False, "fuse face video of speaking trials (listening trials, missing videos: masked)")
+    video_encoder: str = opt(
+        "small_cnn",
+        "face encoder for video frames: small_cnn (trained jointly) | a train_face model URI "
+        "(runs:/ID/model, models:/emoexp-face@staging, a checkpoint): its encoder weights are loaded",
+    )
+    freeze_video_encoder: bool = opt(
+        True, "keep a loaded face encoder fixed (a few EAV subjects would overfit it); small_cnn always trains")
+    video_fps: float = opt(5.0, "frames decoded per second of video and cached (EAV videos are 30 fps)")
+    video_frames: int = opt(4, "face crops per EEG window, evenly spaced over its span")
+    video_size: int = opt(0, "side of the square face crops; 0: the face model's image_size, 48 for small_cnn")
+    video_pooling: str = opt("mean", "how a window's frames are pooled: mean | attention (learned weights)")
+    video_detector: str = opt(
+        "auto", "face detector for the crops: auto (OpenCV Haar if shipped, else whole frame) | haar | "
+        "none (central square) | a .task/.tflite/.onnx model path")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = EEGConfig.ARCH_KEYS + (
+        "use_audio", "fusion", "sample_rate", "audio_sample_rate", "n_mfcc", "channel_adapter",
+        "use_video", "video_encoder", "freeze_video_encoder", "video_fps", "video_frames", "video_size",
+        "video_pooling", "video_detector",
+    )
+    CHOICES: ClassVar[dict[str, Any]] = {
+        "channel_adapter": ("linear", "identity"), "fusion": ("concat", "attention"),
+        "condition": ("listening", "speaking", "both"), "video_pooling": ("mean", "attention"),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.video_frames < 1 or self.video_fps <= 0:
+            raise ConfigError(f"video_frames must be >= 1 and video_fps > 0, got {self.video_frames}, {self.video_fps}")
+        if self.video_size and self.video_size < 16:
+            raise ConfigError(f"video_size must be 0 (the face model's) or >= 16, got {self.video_size}")
 
 
 class _EEGTask(Task):
@@ -101,12 +201,13 @@ class _EEGTask(Task):
         )
 
     def build_model(self, cfg: EEGConfig, info: dict[str, Any]):
-        from emoexp.models import build_multimodal_net
+        from emoexp.models import create_model, model_options
 
         encoder = info.get("encoder", cfg.encoder)
         in_ch = int(info.get("encoder_in_channels", info["n_channels"]))
         modalities: dict[str, dict] = {
-            "eeg": {"model": _ENCODERS[encoder], "in_channels": in_ch, "latent_dim": cfg.latent_dim}
+            "eeg": {"model": model_options("eeg_encoder")[encoder], "in_channels": in_ch,
+                    "latent_dim": cfg.latent_dim}
         }
         if getattr(cfg, "use_audio", False):
             modalities["audio"] = {"model": "audio_mfcc", "n_mfcc": cfg.n_mfcc, "latent_dim": cfg.latent_dim}
@@ -118,7 +219,8 @@ class _EEGTask(Task):
                 "freeze": bool(info.get("video_frozen", False)),
             }
         adapter = (int(info["n_channels"]), in_ch) if info.get("channel_adapter") == "linear" else None
-        return build_multimodal_net(
+        return create_model(
+            "multimodal_net",
             modalities=modalities,
             heads={h: len(c) for h, c in info["heads"].items()},
             fusion=getattr(cfg, "fusion", "concat"),
@@ -338,11 +440,12 @@ class FinetuneEav(_EEGTask):
             return {"video_encoder": JOINT_VIDEO_ENCODER, "video_frame_model": "face_small_cnn",
                     "video_frame_kwargs": {"latent_dim": cfg.latent_dim}, "video_grayscale": False,
                     "video_frozen": False}
-        from emoexp.models.face import FACE_ENCODERS
+        from emoexp.models import model_options
 
         face = self._face_checkpoint(cfg)
         backbone = face["info"].get("backbone") or face["config"].get("backbone")
-        if backbone not in FACE_ENCODERS:
+        face_encoders = model_options("face_encoder")
+        if backbone not in face_encoders:
             raise ConfigError(f"video_encoder={cfg.video_encoder}: unknown face backbone {backbone!r}")
         kwargs: dict[str, Any] = {}
         if backbone == "small_cnn":
@@ -350,7 +453,7 @@ class FinetuneEav(_EEGTask):
             state = face["model"]
             kwargs = {"latent_dim": int(state["encoders.image.proj.weight"].shape[0]),
                       "width": int(state["encoders.image.features.0.0.weight"].shape[0])}
-        return {"video_encoder": cfg.video_encoder, "video_frame_model": FACE_ENCODERS[backbone],
+        return {"video_encoder": cfg.video_encoder, "video_frame_model": face_encoders[backbone],
                 "video_frame_kwargs": kwargs, "video_grayscale": bool(face["info"].get("grayscale", False)),
                 "video_frozen": bool(cfg.freeze_video_encoder), "video_face_classes":
                 list(face["info"].get("heads", {}).get("emotion", []))}

@@ -4,16 +4,70 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from emoexp.config import ConfigError, EEGLLMConfig
+from emoexp.config import ConfigError, TrainConfig, opt
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
 
 # fitted quantizer / normalisation statistics: a sample of training windows is enough
 _FIT_WINDOWS = 2000
+
+
+@dataclass
+class EEGLLMConfig(TrainConfig):
+    """Seed 004: DEAP EEG as quantized tokens read by a LoRA-adapted Llama; valence and arousal heads."""
+
+    data_dir: str = opt("data/raw/DEAP/data_preprocessed_python", "DEAP folder holding s01.dat ... (or its parent)")
+    epochs: int = opt(20, "seed 004: the backbone unfreezes after freeze_epochs, so train beyond it")
+    batch_size: int = opt(8, "mini-batch size (token sequences are long: 1 + 32 x (window_size/downsample + 1))")
+    lr: float = opt(1e-4, "AdamW learning rate for LoRA, head and (after freeze_epochs) the backbone")
+    optimizer: str = opt("adamw", "adamw (the usual LoRA choice) | adam | sgd")
+    split: str = opt("subject", "subject: no subject on two sides (default) | trial: whole trials per side "
+                                "(subjects shared) | segment: seed 004's random window split (leaks trials: optimistic)")
+    baseline: str = opt("subtract", "the 3-s pre-trial baseline: subtract (its mean 1-s chunk from every second, then dropped; TorchEEG) | drop | keep")
+    levels: int = opt(2, "classes per target: 2 (low/high at threshold) | 3 (low/medium/high at bin_edges; seed 004)")
+    threshold: float = opt(5.0, "levels=2: ratings at or above (see high_inclusive) are high")
+    high_inclusive: bool = opt(True, "levels=2: a rating of exactly `threshold` counts as high (TorchEEG); false: > threshold (many papers)")
+    bin_edges: str = opt("", "levels=3: two edges 'low,high' (a rating on an edge goes up); empty: equal thirds of [1, 9] (3.667, 6.333)")
+    window_size: int = opt(128, "samples per window at 128 Hz (1 s)")
+    overlap: int = opt(64, "samples shared by consecutive windows (seed 004: overlapping segments)")
+    downsample: int = opt(4, "keep every N-th sample before quantizing (sequence length / N)")
+    normalize: str = opt("train", "z-score per channel with the training split's statistics (kept with the model) | segment: each window by its own")
+    num_bins: int = opt(16, "amplitude symbols (seed 004's quantization)")
+    quantization: str = opt("uniform", "bin edges fitted on the training split: uniform (between its 0.5/99.5 percentiles) | quantile (equal shares)")
+    llm_path: str = opt("", "local causal-LM directory (save_pretrained layout, e.g. Llama-3.1-8B-Instruct); empty: a tiny random Llama (offline, CPU)")
+    load_in_4bit: bool = opt(False, "seed 004: load the backbone in 4-bit NF4 through bitsandbytes (compute dtype bfloat16)")
+    llm_dtype: str = opt("auto", "backbone dtype: auto (bfloat16 on CUDA or with 4-bit, else float32) | float32 | bfloat16 | float16")
+    lora_r: int = opt(16, "seed 004: LoRA rank 16")
+    lora_alpha: int = opt(8, "seed 004: LoRA alpha 8")
+    lora_dropout: float = opt(0.1, "seed 004: LoRA dropout 0.1")
+    freeze_epochs: int = opt(10, "seed 004: epochs that train LoRA and the head only; then the backbone unfreezes")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = (
+        "levels", "window_size", "downsample", "normalize", "num_bins", "llm_path", "load_in_4bit", "llm_dtype",
+        "lora_r", "lora_alpha", "lora_dropout",
+    )
+    CHOICES: ClassVar[dict[str, Any]] = {
+        "split": ("subject", "trial", "segment"), "baseline": ("subtract", "drop", "keep"),
+        "normalize": ("train", "segment"), "quantization": ("uniform", "quantile"),
+        "llm_dtype": ("auto", "float32", "bfloat16", "float16"),
+    }
+
+    def __post_init__(self) -> None:
+        if self.window_size < 16:
+            raise ConfigError(f"window_size must be >= 16, got {self.window_size}")
+        if self.levels not in (2, 3):
+            raise ConfigError(f"levels must be 2 or 3, got {self.levels}")
+        if not 0 <= self.overlap < self.window_size:
+            raise ConfigError(f"overlap must lie in [0, window_size={self.window_size}), got {self.overlap}")
+        if self.downsample < 1 or self.num_bins < 2 or self.freeze_epochs < 0:
+            raise ConfigError("downsample must be >= 1, num_bins >= 2 and freeze_epochs >= 0")
+        if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_r must be >= 1 and lora_dropout in [0, 1), got {self.lora_r}, {self.lora_dropout}")
 
 
 @register_task
@@ -109,13 +163,14 @@ class TrainEEGLLM(Task):
         return data
 
     def build_model(self, cfg: EEGLLMConfig, info: dict[str, Any]):
-        from emoexp.models.eeg_llm import EEGLLMNet, resolve_dtype
+        from emoexp.models import create_model
+        from emoexp.models.eeg_llm import resolve_dtype
 
         try:
-            return EEGLLMNet({h: len(c) for h, c in info["heads"].items()}, info["llm"], llm_path=cfg.llm_path,
-                             load_in_4bit=cfg.load_in_4bit, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                             lora_dropout=cfg.lora_dropout, freeze_epochs=cfg.freeze_epochs,
-                             dtype=resolve_dtype(cfg.llm_dtype, cfg.load_in_4bit))
+            return create_model("eeg_llm", heads={h: len(c) for h, c in info["heads"].items()}, llm=info["llm"],
+                                llm_path=cfg.llm_path, load_in_4bit=cfg.load_in_4bit, lora_r=cfg.lora_r,
+                                lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                freeze_epochs=cfg.freeze_epochs, dtype=resolve_dtype(cfg.llm_dtype, cfg.load_in_4bit))
         except ValueError as e:
             raise ConfigError(str(e)) from None
 

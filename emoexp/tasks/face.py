@@ -3,12 +3,57 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from emoexp.config import ConfigError, FaceConfig
+from emoexp.config import ConfigError, TrainConfig, opt
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
+
+
+def _backbone_choices() -> tuple[str, ...]:
+    """The registry's face encoders."""
+    from emoexp.models import model_options
+
+    return tuple(model_options("face_encoder"))
+
+
+@dataclass
+class FaceConfig(TrainConfig):
+    """Seed 001 (DenseNet121 fine-tuning, anti-overfitting set) and seed 003 (weighted runs)."""
+
+    data_dir: str = opt("data/affectnet", "FER2013 (fer2013.csv or train/test folders) or AffectNet (Train/Test folders, labels.csv) root")
+    dataset: str = opt("affectnet", "affectnet | fer2013 (seed 001's default is affectnet)")
+    classes: int = opt(6, "6: neutral happy sad surprise fear anger (seed 001; disgust and contempt dropped) | 7: + disgust (seed 003)")
+    backbone: str = opt("densenet121", "densenet121 (torchvision, seed 001) | small_cnn (4 conv blocks: quick CPU runs)")
+    backbone_weights: str = opt("none", "none (random init, never downloaded) | path to a local DenseNet121 state dict")
+    image_size: int = opt(0, "side the images are resized to; 0: the dataset's own (48 FER2013, 96 AffectNet)")
+    dropout: float = opt(0.5, "seed 001: dropout 0.4-0.5 in the classifier head")
+    epochs: int = opt(20, "seed 001: 20 epochs")
+    batch_size: int = opt(64, "seed 001: 64")
+    lr: float = opt(1e-4, "seed 001: 1e-4")
+    optimizer: str = opt("adamw", "seed 001: AdamW")
+    weight_decay: float = opt(0.05, "seed 001: 0.05 against overfitting")
+    label_smoothing: float = opt(0.15, "seed 001: 0.15 against overconfidence")
+    patience: int = opt(7, "seed 001: early stopping after 7 epochs without improvement")
+    checkpoint_every: int = opt(5, "write checkpoints/epoch_NNN.pt every N epochs (seed 003 resumes from these)")
+    split: str = opt("dataset", "dataset (its own train/val/test; val carved from train when it has none) | random (stratified)")
+    augment: bool = opt(True, "seed 001: ColorJitter, GaussianBlur, RandomPerspective, RandomErasing on training images")
+    balance: bool = opt(False, "seed 001: oversample minority classes up to the majority (each epoch draws target_samples per class)")
+    target_samples: int = opt(0, "with balance: images per class per epoch; 0: the majority class's count")
+    aggressive: bool = opt(False, "with balance: stronger augmentation for the oversampled (repeated) images")
+    samples_per_class: int = opt(0, "seed 003: keep at most N images per class in each split (quick runs); 0 = all")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ("backbone", "classes", "image_size", "dropout")
+    CHOICES: ClassVar[dict[str, Any]] = {"dataset": ("affectnet", "fer2013"), "backbone": _backbone_choices,
+                                         "split": ("dataset", "random")}
+
+    def __post_init__(self) -> None:
+        if self.classes not in (6, 7):
+            raise ConfigError(f"classes: {self.classes} is not 6 or 7")
+        if self.image_size and self.image_size < 32:
+            raise ConfigError(f"image_size must be 0 (the dataset's own) or >= 32, got {self.image_size}")
 
 
 
@@ -73,11 +118,11 @@ class TrainFace(Task):
         )
 
     def build_model(self, cfg: FaceConfig, info: dict[str, Any]):
-        from emoexp.models import build_multimodal_net
-        from emoexp.models.face import FACE_ENCODERS
+        from emoexp.models import create_model, model_options
 
-        spec: dict[str, Any] = {"model": FACE_ENCODERS[cfg.backbone]}
-        return build_multimodal_net(
+        spec: dict[str, Any] = {"model": model_options("face_encoder")[cfg.backbone]}
+        return create_model(
+            "multimodal_net",
             modalities={"image": spec},
             heads={h: len(c) for h, c in info["heads"].items()},
             head_hidden=(256,),

@@ -4,16 +4,59 @@ classifier heads on feature vectors ("mental health heads on custom features")."
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from emoexp.config import ClassifierConfig, ConfigError, PostureConfig, parse_weights
+from emoexp.config import ConfigError, TrainConfig, opt, parse_weights
 from emoexp.tasks.base import Task, register_task
 
 if TYPE_CHECKING:  # numpy stays out of `emoexp --help`
     import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PostureConfig(TrainConfig):
+    """Seed 001's posture model: a multi-task TCN-LSTM over per-frame posture features."""
+
+    data_dir: str = opt("data/posture", "DIR/{train,val[,test]}/sequences/seq_NNN.npy (T, 15) + labels.json (seed 001's layout; `emoexp data import` writes it)")
+    epochs: int = opt(50, "seed 001: 50")
+    batch_size: int = opt(32, "seed 001: 32")
+    lr: float = opt(1e-4, "seed 001: 1e-4")
+    split: str = opt("dataset", "dataset: the layout's own train/val[/test] folders")
+    monitor: str = opt("val_loss", "the heads' summed validation loss picks best.pt (the posture head alone saturates early)")
+    seq_length: int = opt(30, "seed 001: frames per sequence; longer ones are cropped (random in training, centred otherwise), shorter ones repeat their last frame")
+    loss_weights: str = opt("", "per-head loss weights 'posture=1,stress=0.5'; unnamed heads 1.0 (sampling weights apply to the first head only)")
+    tcn_channels: int = opt(64, "TCN channels")
+    tcn_levels: int = opt(3, "TCN residual blocks, dilations 1, 2, 4, ...")
+    kernel_size: int = opt(3, "TCN kernel size")
+    lstm_hidden: int = opt(64, "LSTM hidden size (bidirectional)")
+    dropout: float = opt(0.3, "dropout in the TCN and the heads")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ("seq_length", "tcn_channels", "tcn_levels", "kernel_size",
+                                            "lstm_hidden", "dropout")
+    CHOICES: ClassVar[dict[str, Any]] = {"split": ("dataset",)}
+
+
+@dataclass
+class ClassifierConfig(TrainConfig):
+    """Seed 001's "mental health heads on custom features": MLP heads on feature vectors."""
+
+    data_dir: str = opt("", "folder holding features.csv (or .npy/.parquet) and labels.json; or give features and labels")
+    features: str = opt("", "feature table: .csv/.parquet (a sample_id column + feature columns) or .npy (N, F) with <name>.ids.txt; empty: DATA_DIR/features.*")
+    labels: str = opt("", "labels.json {sample_id: {head: code}} (+ heads.json beside it for class names); empty: DATA_DIR/labels.json")
+    epochs: int = opt(50, "MLP heads converge fast; early stopping ends most runs sooner")
+    batch_size: int = opt(32, "mini-batch size")
+    lr: float = opt(1e-3, "Adam learning rate")
+    split: str = opt("random", "random: stratified by the first head, seeded")
+    loss_weights: str = opt("", "per-head loss weights 'depression=1,anxiety=0.5'; unnamed heads 1.0")
+    hidden: str = opt("128,64", "hidden layer widths of the shared trunk")
+    dropout: float = opt(0.4, "seed 001: dropout 0.4-0.5 in classifier heads")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ("hidden", "dropout")
+    CHOICES: ClassVar[dict[str, Any]] = {"split": ("random",)}
 
 
 class SequenceDataset:
@@ -130,11 +173,12 @@ class TrainPosture(Task):
         )
 
     def build_model(self, cfg: PostureConfig, info: dict[str, Any]):
-        from emoexp.models.posture import TCNLSTM
+        from emoexp.models import create_model
 
-        return TCNLSTM(int(info["n_features"]), {h: len(c) for h, c in info["heads"].items()},
-                       channels=cfg.tcn_channels, levels=cfg.tcn_levels, kernel_size=cfg.kernel_size,
-                       lstm_hidden=cfg.lstm_hidden, dropout=cfg.dropout)
+        return create_model("tcn_lstm", n_features=int(info["n_features"]),
+                            heads={h: len(c) for h, c in info["heads"].items()}, channels=cfg.tcn_channels,
+                            levels=cfg.tcn_levels, kernel_size=cfg.kernel_size, lstm_hidden=cfg.lstm_hidden,
+                            dropout=cfg.dropout)
 
     def head_loss_weights(self, cfg: PostureConfig, info: dict[str, Any]) -> dict[str, float]:
         return _loss_weights(cfg.loss_weights, info["heads"])
@@ -224,14 +268,14 @@ class TrainClassifier(Task):
     def build_model(self, cfg: ClassifierConfig, info: dict[str, Any]):
         import numpy as np
 
-        from emoexp.models.posture import FeatureMLP
+        from emoexp.models import create_model
 
         try:
             hidden = tuple(int(h) for h in str(cfg.hidden).split(",") if h.strip())
         except ValueError:
             raise ConfigError(f"hidden: {cfg.hidden!r} is not a comma-separated list of widths") from None
-        net = FeatureMLP(int(info["n_features"]), {h: len(c) for h, c in info["heads"].items()},
-                         hidden=hidden, dropout=cfg.dropout)
+        net = create_model("feature_mlp", n_features=int(info["n_features"]),
+                           heads={h: len(c) for h, c in info["heads"].items()}, hidden=hidden, dropout=cfg.dropout)
         net.set_standardisation(np.asarray(info["feature_mean"], dtype=np.float32),
                                 np.asarray(info["feature_std"], dtype=np.float32))
         return net

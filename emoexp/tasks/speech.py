@@ -5,15 +5,65 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from emoexp.config import ConfigError, SpeechConfig
+from emoexp.config import ConfigError, TrainConfig, opt
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
 
 GENDERS = ["male", "female"]  # RAVDESS: odd actors male, even female
+
+
+@dataclass
+class SpeechConfig(TrainConfig):
+    """Seed 002: RAVDESS speech emotion with a wav2vec2 + spectrogram dual-branch model."""
+
+    data_dir: str = opt("data/raw/RAVDESS", "RAVDESS root with Actor_XX/ folders (the Kaggle mirror's doubled tree is fine), or an EAV root with dataset=eav")
+    dataset: str = opt("ravdess", "ravdess | eav (the speaking trials' audio, cut into clip_seconds clips)")
+    emotion_subset: str = opt("basic6", "basic4: neutral happy sad angry | basic6: + fearful surprised (seed 002's pick) | all: 8 (RAVDESS)")
+    vocal_channel: str = opt("speech", "RAVDESS: speech | song | both")
+    epochs: int = opt(50, "seed 002: at least 50 epochs")
+    batch_size: int = opt(16, "seed 002: 16")
+    lr: float = opt(3e-5, "seed 002: 3e-5")
+    optimizer: str = opt("adam", "seed 002: Adam with weight decay")
+    weight_decay: float = opt(1e-4, "seed 002: Adam with weight decay")
+    scheduler: str = opt("cosine", "seed 002: cosine annealing")
+    split: str = opt("subject", "subject: by actor, no actor on two sides (seed 002) | random: stratified by file (leaks voices)")
+    wav2vec2_path: str = opt("", "local pretrained wav2vec2 directory (save_pretrained layout); empty: a small random wav2vec2 (offline)")
+    freeze_feature_extractor: bool = opt(True, "seed 002: keep wav2vec2's convolutional feature encoder fixed (stability)")
+    context_layers: int = opt(2, "transformer layers over the wav2vec2 frames (seed 002's context layers)")
+    pool_heads: int = opt(4, "attention-pooling heads (learned queries over time)")
+    spec_branch: bool = opt(True, "seed 002's second branch: log-mel spectrogram CNN, fused with wav2vec2")
+    n_mels: int = opt(64, "mel bands of the spectrogram branch")
+    dropout: float = opt(0.3, "dropout in the heads")
+    gender_loss_weight: float = opt(0.3, "loss weight of the auxiliary gender head (seed 002; RAVDESS actor parity); 0 = no gender head")
+    sample_rate: int = opt(16000, "audio is resampled to this rate (wav2vec2 expects 16 kHz)")
+    clip_seconds: float = opt(3.0, "leading/trailing silence is trimmed, then clips are centre-cropped or zero-padded to this length")
+    augment: bool = opt(True, "waveform augmentation in training: noise, gain, time shift")
+    noise_snr_db: float = opt(20.0, "augmentation: white noise at this SNR (dB), or lower down to SNR-10")
+    gain_db: float = opt(6.0, "augmentation: random gain within +-gain_db dB")
+    shift_seconds: float = opt(0.3, "augmentation: random circular time shift within +-shift_seconds")
+    cache_features: bool = opt(True, "reuse frozen wav2vec2 conv features of un-augmented clips (val, test; train with augment=false)")
+    mixed_precision: bool = opt(True, "seed 002: autocast + gradient scaling when training on CUDA (ignored on CPU)")
+    cache_dir: str = opt("", "where decoded clips are cached; empty: $EMOEXP_CACHE_DIR or ~/.cache/emoexp")
+
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = (
+        "dataset", "emotion_subset", "context_layers", "pool_heads", "spec_branch", "n_mels", "dropout",
+        "gender_loss_weight", "sample_rate", "clip_seconds",
+    )
+    CHOICES: ClassVar[dict[str, Any]] = {
+        "dataset": ("ravdess", "eav"), "emotion_subset": ("basic4", "basic6", "all"),
+        "vocal_channel": ("speech", "song", "both"), "split": ("subject", "random"),
+    }
+
+    def __post_init__(self) -> None:
+        if self.clip_seconds < 0.5:
+            raise ConfigError(f"clip_seconds must be >= 0.5 (wav2vec2 needs frames), got {self.clip_seconds}")
+        if self.gender_loss_weight < 0:
+            raise ConfigError(f"gender_loss_weight must be >= 0, got {self.gender_loss_weight}")
 
 
 @register_task
@@ -110,10 +160,10 @@ class TrainSpeech(Task):
         )
 
     def build_model(self, cfg: SpeechConfig, info: dict[str, Any]):
-        from emoexp.models.speech import SpeechNet
+        from emoexp.models import create_model
 
-        net = SpeechNet(
-            {h: len(c) for h, c in info["heads"].items()}, info["wav2vec2"],
+        net = create_model(
+            "speech_net", heads={h: len(c) for h, c in info["heads"].items()}, wav2vec2=info["wav2vec2"],
             freeze_feature_extractor=cfg.freeze_feature_extractor, context_layers=cfg.context_layers,
             pool_heads=cfg.pool_heads, spec_branch=cfg.spec_branch, n_mels=cfg.n_mels,
             sample_rate=int(info["sample_rate"]), dropout=cfg.dropout,
