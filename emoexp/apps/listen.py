@@ -1,6 +1,6 @@
 """Streaming speech emotion: sliding windows over a file (read block by block) or the microphone.
 
-``emoexp listen MODEL_URI --input file.wav --window 3 --hop 1`` prints one line per window as soon
+``emoexp listen MODEL_URI --input file.wav --window 3 --stride 1`` prints one line per window as soon
 as its samples have arrived. The microphone needs the optional ``sounddevice`` package (PortAudio);
 without it, or without an input device, :class:`NoMicrophone` says so and how to proceed.
 """
@@ -95,32 +95,33 @@ def microphone_blocks(rate: int, block_seconds: float = 0.5, device: str | int |
 
 
 def sliding_windows(blocks: Iterable[np.ndarray], rate: int, window_s: float,
-                    hop_s: float) -> Iterator[tuple[float, np.ndarray]]:
-    """(start seconds, window (n,)) every ``hop_s`` once ``window_s`` of audio has arrived.
+                    stride_s: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(start seconds, window (n,)) every ``stride_s`` once ``window_s`` of audio has arrived
+    (``window_size`` and ``stride`` in samples, as everywhere: :mod:`emoexp.data.windows`).
 
     A stream shorter than one window yields it once, whole (the model pads it).
     """
-    if window_s <= 0 or hop_s <= 0:
-        raise ValueError(f"--window and --hop must be positive, got {window_s} and {hop_s}")
-    size, hop = int(round(window_s * rate)), int(round(hop_s * rate))
+    if window_s <= 0 or stride_s <= 0:
+        raise ValueError(f"--window and --stride (--hop) must be positive, got {window_s} and {stride_s}")
+    window_size, stride = max(1, int(round(window_s * rate))), max(1, int(round(stride_s * rate)))
     buf = np.zeros(0, dtype=np.float32)
     start = 0  # sample index of buf[0] in the stream
     emitted = False
     for block in blocks:
         buf = np.concatenate([buf, np.asarray(block, dtype=np.float32)])
-        while len(buf) >= size:
-            yield start / rate, buf[:size].copy()
+        while len(buf) >= window_size:
+            yield start / rate, buf[:window_size].copy()
             emitted = True
-            drop = min(hop, len(buf))
+            drop = min(stride, len(buf))
             buf, start = buf[drop:], start + drop
     if not emitted and len(buf):
         yield start / rate, buf
 
 
 def listen(predict: Callable[[np.ndarray], np.ndarray], classes: list[str], rate: int,
-           blocks: Iterable[np.ndarray], window_s: float = 3.0, hop_s: float = 1.0) -> Iterator[WindowPrediction]:
+           blocks: Iterable[np.ndarray], window_s: float = 3.0, stride_s: float = 1.0) -> Iterator[WindowPrediction]:
     """Predict each sliding window as it completes."""
-    for start, w in sliding_windows(blocks, rate, window_s, hop_s):
+    for start, w in sliding_windows(blocks, rate, window_s, stride_s):
         end = start + len(w) / rate
         if float(np.max(np.abs(w), initial=0.0)) < SILENT_PEAK:
             yield WindowPrediction(start, end, "(silence)", 1.0, {})

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from emoexp.data.base import DataError
+from emoexp.data.windows import stride_from_fraction, window_starts, window_view
 
 _BATCH = 256  # windows per model call: bounds memory on long recordings
 
@@ -199,17 +200,6 @@ def model_spec(model) -> ModelSpec:
     )
 
 
-def _step(size: int, overlap: float) -> int:
-    """Samples between window starts for windows of ``size`` overlapping by ``overlap`` in [0, 1)."""
-    return max(1, int(round(size * (1.0 - overlap))))
-
-
-def _windows(x: np.ndarray, size: int, step: int) -> np.ndarray:
-    """(..., T) -> (n, ..., size) windows every ``step`` samples (views, no copies)."""
-    view = np.lib.stride_tricks.sliding_window_view(x, size, axis=-1)[..., ::step, :]
-    return np.moveaxis(view, -2, 0)
-
-
 def _segment_inputs(path: Path, k: int, seg: Segment, spec: ModelSpec, overlap: float) -> tuple[dict, np.ndarray]:
     """One segment -> ({input: windows (n, ...)}, start seconds (n,)); absent optional inputs zero."""
     ref = next(iter(seg))
@@ -218,15 +208,14 @@ def _segment_inputs(path: Path, k: int, seg: Segment, spec: ModelSpec, overlap: 
     if length < size:
         raise DataError(path, f"segment {k} has {length} samples at {rate:g} Hz, shorter than model "
                               f"{spec.task}'s window of {size} samples ({size / rate:.2f} s)")
-    step = _step(size, overlap)
-    starts_s = np.arange(0, length - size + 1, step) / rate
+    starts_s = window_starts(length, size, stride_from_fraction(size, overlap)) / rate
     n = len(starts_s)
     out: dict[str, np.ndarray] = {}
     for name, shape in spec.inputs.items():
         if name in seg:
-            w_size = spec.window(name)
-            w_step = _step(w_size, overlap)
-            out[name] = np.ascontiguousarray(_windows(seg[name], w_size, w_step)[:n], dtype=np.float32)
+            w_size = spec.window(name)   # (..., T) -> (n, ..., w_size), each input at its own rate
+            views = window_view(seg[name], w_size, stride_from_fraction(w_size, overlap))
+            out[name] = np.ascontiguousarray(views[:n], dtype=np.float32)
         elif name in spec.required:
             raise DataError(path, f"model {spec.task} needs a {name!r} input, which this file does not hold")
         else:
@@ -242,8 +231,7 @@ def _speech_windows(wave: np.ndarray, spec: ModelSpec, overlap: float) -> tuple[
     if len(wave) <= size:
         windows, starts = [wave], np.zeros(1)
     else:
-        step = _step(size, overlap)
-        begin = np.arange(0, len(wave) - size + 1, step)
+        begin = window_starts(len(wave), size, stride_from_fraction(size, overlap))
         windows, starts = [wave[b:b + size] for b in begin], begin / rate
     batch = np.empty(len(windows), dtype=object)
     batch[:] = windows
@@ -256,8 +244,7 @@ def _sequence_windows(seq: np.ndarray, spec: ModelSpec, overlap: float) -> tuple
     size = spec.extra["seq_length"]
     if len(seq) <= size:
         return {"sequence": seq[None]}, np.zeros(1)
-    step = _step(size, overlap)
-    begin = np.arange(0, len(seq) - size + 1, step)
+    begin = window_starts(len(seq), size, stride_from_fraction(size, overlap))
     return {"sequence": np.stack([seq[b:b + size] for b in begin])}, begin / spec.extra["fps"]
 
 
@@ -266,13 +253,14 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
 
     Columns: ``file``, ``segment`` (recording / clip / trial), ``window``, ``start_s``, ``label``,
     ``prob`` (the label's probability), then the model's ``prob_<class>`` columns.
-    ``overlap`` in [0, 1): 0 cuts back-to-back windows, 0.5 half-overlapping ones.
+    ``overlap`` in [0, 1): 0 cuts back-to-back windows, 0.5 half-overlapping ones; it is a
+    fraction of each model input's own window, turned into a stride in samples per input
+    (:func:`emoexp.data.windows.stride_from_fraction`).
     """
     import mlflow
     import pandas as pd
 
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), not {overlap}")
+    stride_from_fraction(1, overlap)   # checks overlap in [0, 1) before loading anything
     if not files:
         raise ValueError("no files to predict")
     paths = [Path(f) for f in files]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from emoexp.data.base import DataError
+from emoexp.data.windows import window_starts
 
 log = logging.getLogger(__name__)
 
@@ -517,11 +518,6 @@ class EEGRecordings:
 # ---------------------------------------------------------------------------------------------
 # window dataset
 
-def n_windows(n_samples: int, window_size: int, stride: int) -> int:
-    """Windows of ``window_size`` every ``stride`` samples that fit in ``n_samples``."""
-    return 0 if n_samples < window_size else (n_samples - window_size) // stride + 1
-
-
 class WindowDataset(torch.utils.data.Dataset):
     """Fixed-size windows cut from the selected trials of the selected subjects.
 
@@ -581,12 +577,13 @@ class WindowDataset(torch.utils.data.Dataset):
                     raise KeyError(f"trials has no entry for subject {s}")
                 sel = np.asarray(trials[s], dtype=np.int64)
             n_selected += sel.size
-            n_w = n_windows(recordings.n_samples(s), self.window_size, self.stride)
+            starts = window_starts(recordings.n_samples(s), self.window_size, self.stride)
+            n_w = len(starts)
             if n_w == 0 or sel.size == 0:
                 continue
             # every selected trial has the same T within a subject: n_w windows each
             trial_parts.append(np.repeat(sel, n_w))
-            start_parts.append(np.tile(np.arange(n_w, dtype=np.int64) * self.stride, sel.size))
+            start_parts.append(np.tile(starts, sel.size))
             sub_parts.append(np.full(sel.size * n_w, k, dtype=np.int32))
             label_parts.append(np.repeat(self._labels[k][sel], n_w))
         if n_selected and len(sub_parts) == 1:

@@ -85,6 +85,7 @@ import numpy as np
 
 from emoexp.data.base import BadFilePolicy, DataError, MissingDatasetError
 from emoexp.data.io import atomic_save_npy, atomic_write_bytes
+from emoexp.data.windows import window_starts
 
 log = logging.getLogger(__name__)
 
@@ -402,25 +403,21 @@ def fit_length(
     return a[start:start + n].copy()
 
 
-def windows(seq: np.ndarray, seq_length: int, hop: int) -> np.ndarray:
-    """Cut a long (T, F) sequence into windows (n, seq_length, F).
+def windows(seq: np.ndarray, window_size: int, stride: int) -> np.ndarray:
+    """Cut a long (T, F) sequence into windows (n, window_size, F), a new one every ``stride``
+    frames (:func:`emoexp.data.windows.window_starts`).
 
-    Windows start at 0, hop, 2 hop, ...; if the last one stops short of the end, one more window
-    ending at the last frame is added, so no frame is dropped. A sequence shorter than
-    ``seq_length`` gives one window, edge-padded like :func:`fit_length`.
+    If the last window stops short of the end, one more window ending at the last frame is
+    added, so no frame is dropped. A sequence shorter than ``window_size`` gives one window,
+    edge-padded like :func:`fit_length`.
     """
     a = np.asarray(seq)
     if a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"a sequence is a non-empty (T, F) array, not shape {a.shape}")
-    n, hop = int(seq_length), int(hop)
-    if n < 1 or hop < 1:
-        raise ValueError(f"seq_length and hop must be >= 1, not {seq_length}, {hop}")
-    T = a.shape[0]
+    n, T = int(window_size), a.shape[0]
+    starts = window_starts(T, n, stride, cover_end=True)   # checks window_size, stride >= 1
     if T <= n:
         return fit_length(a, n)[None]
-    starts = list(range(0, T - n + 1, hop))
-    if starts[-1] + n < T:
-        starts.append(T - n)
     return np.stack([a[s:s + n] for s in starts])
 
 

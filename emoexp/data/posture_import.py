@@ -1,7 +1,7 @@
 """Importers: MultiPosture and BoLD keypoints -> seed 001's posture layout (15 features per frame).
 
 Both map their keypoints to the canonical joints, compute :func:`posture_features` (the same
-extractor as for video), cut windows of ``seq_length`` frames every ``hop`` frames
+extractor as for video), cut windows of ``seq_length`` frames every ``stride`` frames
 (:func:`windows`) and write the layout with :func:`write_posture_dataset`, plus ``heads.json``
 (the class names) and ``import_info.json`` (source, parameters, counts, cut points). Bad rows
 and files go through the :class:`BadFilePolicy` (error: DataError naming the file and row;
@@ -147,7 +147,7 @@ def _landmark_columns(columns: list[str], path: Path) -> dict[str, list[str]]:
 
 
 def import_multiposture(
-    csv_path: str | os.PathLike, out: str | os.PathLike, *, seq_length: int = 30, hop: int = 15,
+    csv_path: str | os.PathLike, out: str | os.PathLike, *, seq_length: int = 30, stride: int = 15,
     val_fraction: float = 0.2, seed: int = 0, fps: float = 30.0, flip_y: bool | None = None,
     policy: BadFilePolicy | None = None,
 ) -> Path:
@@ -245,7 +245,7 @@ def import_multiposture(
         labels = {"upperbody": int(up), "lowerbody": int(low)}
         stem = (f"s{_safe(subj)}_{MULTIPOSTURE_HEADS['upperbody'][up]}_"
                 f"{MULTIPOSTURE_HEADS['lowerbody'][low]}_r{r:04d}")
-        for k, w in enumerate(windows(f, seq_length, hop)):
+        for k, w in enumerate(windows(f, seq_length, stride)):
             sides[side].append((f"{stem}_w{k:02d}", w, labels))
     feats.report(str(csv_path))
     for side, items in sides.items():
@@ -254,7 +254,7 @@ def import_multiposture(
     write_posture_dataset(out, sides, MULTIPOSTURE_HEADS)
     _write_info(out, {
         "source": "multiposture", "csv": str(csv_path), "rows": n, "rows_used": int(keep.size),
-        "seq_length": seq_length, "hop": hop, "fps": fps, "flip_y": flip_y, "seed": seed,
+        "seq_length": seq_length, "stride": stride, "fps": fps, "flip_y": flip_y, "seed": seed,
         "val_subjects": sorted(val_subjects, key=str),
         "train_subjects": sorted(set(subjects) - val_subjects, key=str),
         "counts": {s: _side_counts(items, MULTIPOSTURE_HEADS) for s, items in sides.items()},
@@ -331,7 +331,7 @@ def _number(text: str) -> float:
 
 
 def import_bold(
-    bold_root: str | os.PathLike, out: str | os.PathLike, *, seq_length: int = 30, hop: int = 15,
+    bold_root: str | os.PathLike, out: str | os.PathLike, *, seq_length: int = 30, stride: int = 15,
     categories: str = "top", vad_heads: bool = True, fps: float = 30.0,
     min_confidence: float = 0.1, policy: BadFilePolicy | None = None,
 ) -> Path:
@@ -422,7 +422,7 @@ def import_bold(
                 # low <= first cut < mid <= second cut < high
                 labels["valence"] = int(np.searchsorted(cuts["valence"], valence, side="left"))
                 labels["arousal"] = int(np.searchsorted(cuts["arousal"], arousal, side="left"))
-            for k, w in enumerate(windows(f, seq_length, hop)):
+            for k, w in enumerate(windows(f, seq_length, stride)):
                 items.append((f"{stem}_w{k:02d}", w, labels))
         if not items:
             raise DataError(root / "annotations" / f"{side}.csv", "gives no sequences")
@@ -431,7 +431,7 @@ def import_bold(
         log.info("BoLD %s: %d person(s) with a score of 0 on every chosen category left out", side, count)
     write_posture_dataset(out, sides, heads)
     _write_info(out, {
-        "source": "bold", "root": str(root), "seq_length": seq_length, "hop": hop, "fps": fps,
+        "source": "bold", "root": str(root), "seq_length": seq_length, "stride": stride, "fps": fps,
         "categories": cats, "min_confidence": min_confidence, "vad_cut_points": cuts,
         "persons": {s: len(r) for s, r in rows.items()}, "no_category_vote": dict(no_vote),
         "counts": {s: _side_counts(items, heads) for s, items in sides.items()},

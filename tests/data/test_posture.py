@@ -44,7 +44,8 @@ from emoexp.data.posture_import import (
     import_bold,
     import_multiposture,
 )
-from emoexp.data.synth import SYNTHESIZERS, synth
+from emoexp.data.registry import get_dataset
+from emoexp.data.registry import synthesize as synth
 from emoexp.data.synth_posture import (
     synth_features,
     synth_posture,
@@ -494,7 +495,7 @@ def test_synthetic_keypoints_show_the_classes_directly():
 
 
 def test_synthesizers_registry_and_cli_style_options(tmp_path):
-    assert SYNTHESIZERS["posture"] is synth_posture and SYNTHESIZERS["features"] is synth_features
+    assert get_dataset("posture").synth is synth_posture and get_dataset("features").synth is synth_features
     root = synth("posture", tmp_path / "p", subjects=2, seed=1, n_per_side="train:8,val:4,test:4",
                  seq_length=12)
     data = load_posture_dataset(root)
@@ -572,7 +573,7 @@ def multiposture_csv(tmp_path_factory):
 
 def test_import_multiposture(multiposture_csv, tmp_path):
     path, _, runs = multiposture_csv
-    out = import_multiposture(path, tmp_path / "mp", seq_length=30, hop=15, val_fraction=0.25, seed=0)
+    out = import_multiposture(path, tmp_path / "mp", seq_length=30, stride=15, val_fraction=0.25, seed=0)
     data = load_posture_dataset(out)
     assert data.heads == MULTIPOSTURE_HEADS and data.n_features == 15
     info = json.loads((out / "import_info.json").read_text())
@@ -689,7 +690,7 @@ def _bold_tree(root: Path) -> dict:
 def test_import_bold(tmp_path):
     root = tmp_path / "BOLD_public"
     truth = _bold_tree(root)
-    out = import_bold(root, tmp_path / "bold", seq_length=30, hop=15)
+    out = import_bold(root, tmp_path / "bold", seq_length=30, stride=15)
     data = load_posture_dataset(out)
     assert list(data.heads) == ["emotion", "valence", "arousal"]
     assert data.heads["emotion"] == list(BOLD_CATEGORIES) and len(BOLD_CATEGORIES) == 26
