@@ -23,7 +23,14 @@ import numpy as np
 
 from emoexp import tracking as T
 from emoexp.checkpoints import jsonable
-from emoexp.config import TrainConfig, apply_overrides, format_weights, parse_weights
+from emoexp.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    format_weights,
+    given_keys,
+    parse_weights,
+)
 from emoexp.tasks.base import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ class Resume:
     state: dict[str, Any]      # the loaded checkpoint
     uri: str                   # where it came from
     run_id: str | None = None  # continue: the run to re-attach to
+    experiment_id: str | None = None  # branch: the experiment to land in (the parent's)
 
 
 @dataclass
@@ -54,10 +62,11 @@ class Result:
     output_dir: Path | None = None
     stop_reason: str = "completed"
     sampling_weights: dict[str, float] = field(default_factory=dict)
+    first_epoch: int = 1  # this run's first epoch (a branch's history starts with its ancestors')
 
     @property
     def best_val_macro_f1(self) -> float:
-        vals = [h[T.M_VAL_F1] for h in self.history if T.M_VAL_F1 in h]
+        vals = [h[T.M_VAL_F1] for h in self.history[self.first_epoch - 1:] if T.M_VAL_F1 in h]
         return max(vals) if vals else float("nan")
 
 
@@ -81,11 +90,15 @@ def fit(
     """
 
     task = get_task(task) if isinstance(task, str) else task
-    cfg = task.prepare(cfg)
+    if resume is None and cfg.resume_from:
+        resume, cfg = _branch_from(task, cfg)  # one resume path, whoever calls fit
     if resume and resume.state.get("task") != task.name:
-        raise ValueError(
-            f"{resume.uri}: a {resume.state.get('task')!r} checkpoint cannot resume task {task.name!r}"
+        raise ConfigError(
+            f"{resume.uri}: a {resume.state.get('task')!r} checkpoint cannot resume task {task.name!r} "
+            f"(branch it with `emoexp resume {resume.uri}`, which takes the task from the checkpoint)"
         )
+    asked = cfg  # as set (logged as params); `prepare` resolves e.g. encoder=auto (logged as resolved.*)
+    cfg = task.prepare(cfg)
     device = _device(cfg.device)
     _seed_everything(cfg.seed)
 
@@ -95,10 +108,14 @@ def fit(
     info = {**data.info, "heads": data.heads}
     weights = parse_weights(cfg.weights, data.class_names)
     model = task.build_model(cfg, info)
-    pretrained_tags = task.init_from_pretrained(model, cfg, info) if resume is None else {}
+    pretrained_tags: dict[str, str] = {}
+    if resume is None:
+        pretrained_tags = dict(task.init_from_pretrained(model, cfg, info))
+        pretrained_tags.update(T.resolved_source_tags(pretrained_tags))
     model.to(device)
 
     start_epoch = 0
+    run_start = 0  # the epoch this run started after: a branch is judged on its own epochs only
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"value": None, "epoch": 0}
     patience_count = 0
@@ -106,10 +123,16 @@ def fit(
     if resume is not None:
         st = resume.state
         start_epoch = int(st["epoch"])
-        history = list(st["history"])
-        best = dict(st["best"])
+        history = list(st["history"])  # the ancestors' curves: a branch continues their numbering
         lineage = list(st.get("lineage", []))
-        patience_count = int(st.get("patience_count", 0)) if resume.kind == "continue" else 0
+        if resume.kind == "continue":  # the same run: its best and patience carry on
+            best = dict(st["best"])
+            patience_count = int(st.get("patience_count", 0))
+            run_start = int(st.get("run_start_epoch", 0))
+            pretrained_tags = dict(st.get("inherited_tags") or {})
+        else:
+            run_start = start_epoch
+            pretrained_tags = _inherited_tags(st)
     total_epochs = cfg.epochs if (resume is None or resume.kind == "continue") else start_epoch + cfg.epochs
     if start_epoch >= total_epochs:
         raise ValueError(f"nothing to do: the checkpoint is at epoch {start_epoch} of {total_epochs}")
@@ -121,12 +144,15 @@ def fit(
 
     primary = data.primary_head
     loss_weights = task.head_loss_weights(cfg, info)
-    best_state = copy.deepcopy(resume.state.get("best_model", resume.state["model"])) if resume else None
+    best_state = None
+    if resume is not None and resume.kind == "continue":
+        best_state = copy.deepcopy(resume.state.get("best_model", resume.state["model"]))
 
     run_ctx: contextlib.AbstractContextManager
     if track:
         run_ctx = T.mlflow_run(
             experiment_name=cfg.experiment_name or task.name,
+            experiment_id=resume.experiment_id if resume else None,
             run_name=_run_name(task, cfg, resume),
             run_id=resume.run_id if resume and resume.kind == "continue" else None,
             nested=nested,
@@ -144,7 +170,7 @@ def fit(
             tracker.set_tags({T.TAG_CONTINUED: start_epoch})
         else:
             lineage = _start_run_records(
-                tracker, task, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags
+                tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags
             )
         if resume is not None:
             _restore_rng(resume.state["rng"])  # last: construction above consumed randomness
@@ -189,6 +215,8 @@ def fit(
                 "sampling_weights": weights,
                 "lineage": lineage,
                 "run_id": tracker.run_id,
+                "run_start_epoch": run_start,
+                "inherited_tags": pretrained_tags,
                 "rng": _rng_state(),
             }
             _write_checkpoints(tracker, ckpt_dir, state, epoch, improved, cfg.checkpoint_every)
@@ -209,7 +237,7 @@ def fit(
                 break
 
         result = _finish(task, cfg, model, best_state, data, info, tracker, history, best, device,
-                         stop_reason, out_dir, weights, loss_weights)
+                         stop_reason, out_dir, weights, loss_weights, run_start)
     return result
 
 
@@ -224,11 +252,19 @@ def _run_name(task: Task, cfg: TrainConfig, resume: Resume | None) -> str:
     return name
 
 
-def _start_run_records(tracker, task, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags):
-    """Params, tags, config, split, dataset and (branch) lineage records of a new run."""
+def _start_run_records(tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags):
+    """Params, tags, config, split, dataset and (branch) lineage records of a new run.
+
+    Params are the config as it was set (``asked``), the same whichever way the run started
+    (``mlflow run`` logs its ``-P`` values before emoexp starts), plus ``resolved.<key>`` for each
+    key the task resolved (``encoder=auto`` -> ``resolved.encoder=cnn``); config.yaml holds the
+    resolved config.
+    """
     import yaml
 
-    params = dict(cfg.to_dict())
+    params = dict(asked.to_dict())
+    resolved = cfg.to_dict()
+    params.update({f"{T.PARAM_RESOLVED_PREFIX}{k}": v for k, v in resolved.items() if params.get(k) != v})
     params.update({f"{T.PARAM_WEIGHT_PREFIX}{c}": w for c, w in weights.items()})
     params.update({
         "n_train": len(data.train),
@@ -257,8 +293,9 @@ def _start_run_records(tracker, task, cfg, data, weights, resume, lineage, pretr
             "resumed_from": resume.uri,
             "parent_run_id": parent_run,
         })
-        if lineage:
-            lineage[-1] = {**lineage[-1], "checkpoint": resume.uri, "epoch": int(parent["epoch"])}
+        if lineage:  # the parent's entry: where the branch left it, and its own best so far
+            lineage[-1] = {**lineage[-1], "checkpoint": resume.uri, "epoch": int(parent["epoch"]),
+                           "best": parent.get("best")}
         tags.update({
             T.TAG_PARENT_RUN: parent_run or "",
             T.TAG_ROOT_RUN: root or "",
@@ -370,13 +407,14 @@ def evaluate_split(model, dataset, heads, primary, device, cfg, loss_weights, pr
 
 
 def _finish(task, cfg, model, best_state, data, info, tracker, history, best, device, stop_reason,
-            out_dir, weights, loss_weights) -> Result:
-    """Best weights back in, test metrics, evaluation artifacts, the MLflow model."""
+            out_dir, weights, loss_weights, run_start: int = 0) -> Result:
+    """Best weights back in, test metrics, evaluation artifacts, the MLflow model; all from this
+    run's own epochs (after ``run_start``), never an ancestor's."""
     from emoexp.evaluation import write_eval_artifacts
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    f1s = [h[T.M_VAL_F1] for h in history if T.M_VAL_F1 in h]
+    f1s = [h[T.M_VAL_F1] for h in history[run_start:] if T.M_VAL_F1 in h]
     final = {T.M_BEST_VAL_F1: max(f1s) if f1s else float("nan"), T.M_BEST_EPOCH: best["epoch"]}
     test_metrics: dict[str, float] = {}
     pruned = stop_reason == "pruned"  # a sweep dropped it: no test pass, reports or model
@@ -402,7 +440,7 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
     return Result(
         run_id=tracker.run_id, monitor=cfg.monitor, best_value=float(best["value"]),
         best_epoch=int(best["epoch"]), history=history, test_metrics=test_metrics,
-        output_dir=out_dir, stop_reason=stop_reason, sampling_weights=weights,
+        output_dir=out_dir, stop_reason=stop_reason, sampling_weights=weights, first_epoch=run_start + 1,
     )
 
 
@@ -568,8 +606,43 @@ def branch(uri: str, overrides: dict[str, Any] | None = None, **fit_kwargs) -> R
 
     state = load_from_uri(uri)
     task = get_task(state["task"])
-    cfg = _config_from_state(task, state, {**(overrides or {}), "resume_from": uri})
-    return fit(task, cfg, resume=Resume("branch", state, uri), **fit_kwargs)
+    cfg = apply_overrides(task.default_config(), {**(overrides or {}), "resume_from": uri})
+    resume, cfg = _branch_from(task, cfg, state)
+    return fit(task, cfg, resume=resume, **fit_kwargs)
+
+
+def _branch_from(task: Task, cfg: TrainConfig, state: dict[str, Any] | None = None) -> tuple[Resume, TrainConfig]:
+    """``cfg.resume_from`` -> the branch: the checkpoint's state, and its config with the keys the
+    user set on ``cfg`` (:func:`~emoexp.config.given_keys`, even where they equal the defaults)."""
+    from emoexp.checkpoints import load_from_uri
+
+    uri = cfg.resume_from
+    if state is None:
+        state = load_from_uri(uri)
+    if state.get("task") != task.name:
+        raise ConfigError(
+            f"{uri}: a {state.get('task')!r} checkpoint cannot resume task {task.name!r} "
+            f"(branch it with `emoexp resume {uri}`, which takes the task from the checkpoint)"
+        )
+    given = {k: getattr(cfg, k) for k in given_keys(cfg)}
+    merged = _config_from_state(task, state, {**given, "resume_from": uri})
+    # lineage stays in one experiment: the parent's, unless the user named another
+    exp_id = None if "experiment_name" in given else T.run_experiment_id(state.get("run_id"))
+    return Resume("branch", state, uri, experiment_id=exp_id), merged
+
+
+def _inherited_tags(state: dict[str, Any]) -> dict[str, str]:
+    """What a branch inherits from its parent: where the pretrained weights came from, and how."""
+    tags = dict(state.get("inherited_tags") or {})
+    if tags or not state.get("run_id"):
+        return tags
+    try:  # a checkpoint written before checkpoints carried them: ask the parent run
+        from mlflow import MlflowClient
+
+        parent = MlflowClient().get_run(state["run_id"]).data.tags
+    except Exception:
+        return {}
+    return {k: v for k, v in parent.items() if k in T.INHERITED_TAGS}
 
 
 def continue_run(run_id: str, **fit_kwargs) -> Result:

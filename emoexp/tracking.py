@@ -27,7 +27,10 @@ TAG_ROOT_RUN = "emoexp.root_run_id"
 TAG_RESUMED_FROM = "emoexp.resumed_from"
 TAG_RESUMED_EPOCH = "emoexp.resumed_epoch"
 TAG_LINEAGE_DEPTH = "emoexp.lineage_depth"
-TAG_PRETRAINED_FROM = "emoexp.pretrained_from"
+TAG_PRETRAINED_FROM = "emoexp.pretrained_from"          # the source as given (an alias moves)
+TAG_PRETRAINED_RESOLVED = "emoexp.pretrained_resolved"  # what it was then: models:/NAME/VERSION or runs:/ID
+TAG_PRETRAINED_RUN = "emoexp.pretrained_run_id"         # the run that trained those weights
+TAG_VIDEO_ENCODER = "emoexp.video_encoder"
 TAG_CONTINUED = "emoexp.continued_at_epoch"
 TAG_CHANNEL_ADAPTER = "emoexp.channel_adapter"
 TAG_STUDY = "emoexp.study"
@@ -37,11 +40,15 @@ TAG_SWEEP = "emoexp.sweep"              # = SWEEP_PARENT on the run that holds a
 SWEEP_PARENT = "parent"
 TAG_BEST_RUN = "emoexp.best_run_id"     # on a sweep parent: the best trial's run
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+# What a branch inherits from its parent (it starts from weights that came from there).
+INHERITED_TAGS = (TAG_PRETRAINED_FROM, TAG_PRETRAINED_RESOLVED, TAG_PRETRAINED_RUN, TAG_CHANNEL_ADAPTER,
+                  TAG_VIDEO_ENCODER)
 MLFLOW_DESCRIPTION = "mlflow.note.content"
 
 # Params -----------------------------------------------------------------------------------------
 PARAM_WEIGHT_PREFIX = "sampling_weight."
 PARAM_SWEEP_METRIC = "sweep_metric"      # on a sweep parent: the objective
+PARAM_RESOLVED_PREFIX = "resolved."      # + key: what the task resolved a setting to (encoder=auto -> cnn)
 
 # Metrics (step = epoch number, starting at 1) ----------------------------------------------------
 M_TRAIN_LOSS = "train_loss"
@@ -135,14 +142,17 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        fresh = []
+        fresh, differ = [], []
         for k, v in params.items():
-            s = _param_str(v)
+            s = param_text(v)
             if k in existing:
                 if existing[k] != s:
-                    log.debug("param %s already logged as %r (resolved: %r)", k, existing[k], s)
+                    differ.append(f"{k}={existing[k]} (emoexp writes {s})")
                 continue
             fresh.append(Param(k, s))
+        if differ:
+            log.warning("mlflow run logged these -P values as typed, not in emoexp's form, so runs "
+                        "started otherwise show them differently: %s", "; ".join(differ))
         for i in range(0, len(fresh), 100):  # the store's batch limit
             self.client.log_batch(self.run_id, params=fresh[i : i + 100], synchronous=True)
 
@@ -193,16 +203,76 @@ class MlflowTracker(Tracker):
         return out
 
 
-def _param_str(v: Any) -> str:
+def param_text(v: Any) -> str:
+    """The one text form of a param value, whichever way the run started.
+
+    ``mlflow run`` logs each declared parameter as ``shlex.quote(str(value))`` before emoexp
+    runs, and a param cannot change afterwards; emoexp writes every value the same way: booleans
+    ``true``/``false``, floats as Python's shortest round-trip form (``0.0001``), strings as
+    shell words (an empty string is ``''``, text with spaces is quoted).
+    """
+    import shlex
+
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, str):
+        return shlex.quote(v)[:6000]
     return str(v)[:6000]
+
+
+def run_experiment_id(run_id: str | None) -> str | None:
+    """The experiment of ``run_id`` in the current store; None when there is no such run."""
+    if not run_id:
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        return MlflowClient().get_run(run_id).info.experiment_id
+    except Exception:  # a checkpoint from another store: the run is not here
+        return None
+
+
+def resolved_source_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Beside ``emoexp.pretrained_from`` (as given; an alias moves), what it pointed to when the
+    run started: ``models:/NAME/VERSION`` and the run that trained it, or the run of a
+    ``runs:/`` URI or of a local checkpoint."""
+    uri = tags.get(TAG_PRETRAINED_FROM, "")
+    if not uri:
+        return {}
+    out: dict[str, str] = {}
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/"):]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias.split("/")[0])
+            else:
+                name, ref = rest.split("/", 1)
+                mv = client.get_model_version(name, ref.split("/")[0])
+            out = {TAG_PRETRAINED_RESOLVED: f"models:/{name}/{mv.version}", TAG_PRETRAINED_RUN: mv.run_id or ""}
+        elif uri.startswith("runs:/"):
+            run_id = uri[len("runs:/"):].split("/", 1)[0]
+            out = {TAG_PRETRAINED_RESOLVED: uri, TAG_PRETRAINED_RUN: run_id}
+        else:
+            from emoexp.checkpoints import load_from_uri
+
+            run_id = load_from_uri(uri).get("run_id") or ""
+            out = {TAG_PRETRAINED_RESOLVED: uri, TAG_PRETRAINED_RUN: run_id}
+    except Exception as e:  # informative, never fatal: the weights were loaded already
+        log.warning("could not resolve %s to a model version or run: %s", uri, e)
+    return out
 
 
 @contextlib.contextmanager
 def mlflow_run(
     *,
     experiment_name: str,
+    experiment_id: str | None = None,
     run_name: str | None = None,
     run_id: str | None = None,
     nested: bool = False,
@@ -211,8 +281,11 @@ def mlflow_run(
 ) -> Iterator[MlflowTracker]:
     """Start (or re-attach to) a run and end it with the right status, in one place.
 
-    Inside ``mlflow run`` (``MLFLOW_RUN_ID`` set) the step's own run is re-attached. An
-    exception ends the run FAILED with its traceback as ``error.txt``; Ctrl-C ends it KILLED.
+    Inside ``mlflow run`` (``MLFLOW_RUN_ID`` set) the step's own run is re-attached. A new run
+    goes to ``experiment_id`` when given (a branch: its parent's), else to ``experiment_name``.
+    Every run gets the code's tags (:func:`emoexp.project.source_tags`: git commit, version), as
+    ``mlflow run`` runs do. An exception ends the run FAILED with its traceback as ``error.txt``;
+    Ctrl-C ends it KILLED.
     """
     import mlflow
 
@@ -225,9 +298,10 @@ def mlflow_run(
         kwargs["run_id"] = env_run
         rename = bool(run_name)  # `mlflow run` names its runs at random; ours say what they are
     else:
-        exp = experiment_name or "Default"
-        if not nested or mlflow.active_run() is None:
-            mlflow.set_experiment(exp)
+        if experiment_id and not nested:
+            kwargs["experiment_id"] = experiment_id
+        elif not nested or mlflow.active_run() is None:
+            mlflow.set_experiment(experiment_name or "Default")
         kwargs["run_name"] = run_name
         kwargs["nested"] = nested
     if env_run:
@@ -242,6 +316,12 @@ def mlflow_run(
         tracker.client.update_run(run.info.run_id, name=run_name)
     if description and "run_id" in kwargs:
         tracker.set_tags({MLFLOW_DESCRIPTION: description})
+    from emoexp.project import MLFLOW_GIT_COMMIT, source_tags
+
+    code = dict(source_tags())
+    if "run_id" in kwargs and run.data.tags.get(MLFLOW_GIT_COMMIT):
+        code.pop(MLFLOW_GIT_COMMIT, None)  # `mlflow run` recorded the project's own commit
+    tracker.set_tags(code)
     try:
         yield tracker
     except KeyboardInterrupt:

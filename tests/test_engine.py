@@ -106,7 +106,9 @@ def test_finetune_from_logged_model_with_audio_learns(pretrained, eav_root):
     run = MlflowClient().get_run(result.run_id)
     assert run.data.tags[T.TAG_PRETRAINED_FROM] == f"runs:/{pretrained.run_id}/model"
     assert run.data.tags[T.TAG_CHANNEL_ADAPTER] == "linear"
-    assert run.data.params["encoder"] == "cnn"  # auto -> the pretrained encoder's kind
+    # as set, and what it resolved to (the pretrained encoder's kind)
+    assert run.data.params["encoder"] == "auto" and run.data.params["resolved.encoder"] == "cnn"
+    assert run.data.tags[T.TAG_PRETRAINED_RUN] == pretrained.run_id
     # 5 classes: chance is 0.2.
     assert run.data.metrics[T.M_TEST_ACC] > 0.45, run.data.metrics
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
