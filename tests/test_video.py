@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emoexp.data.base import DataError
 from emoexp.apps.predict_video import (
     SMOOTHING_METHODS,
     VideoPrediction,
@@ -19,6 +18,7 @@ from emoexp.apps.predict_video import (
     smooth_probs,
     write_outputs,
 )
+from emoexp.data.base import DataError
 from emoexp.data.frames import (
     DetectorError,
     FaceDetector,
