@@ -378,17 +378,21 @@ def data() -> None:
                    "n_per_class=200 (faces), segments=neutral:2,happy:2 (face-video).")
 @_user_errors
 def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str, ...]) -> None:
-    """Write a tiny DATASET (faced, eav, deap, ravdess, fer2013, affectnet, face-video, posture, features)
-    with a planted, learnable class signal."""
-    from emoexp.data.synth import SYNTHESIZERS, synth
+    """Write a tiny DATASET in its real on-disk format, with a planted, learnable class signal.
 
-    if dataset not in SYNTHESIZERS:
-        raise click.UsageError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(SYNTHESIZERS))}")
+    DATASET is any format of the dataset registry (emoexp/data/registry.py): faced, eav, deap,
+    ravdess, fer2013, affectnet, face-video, posture, features, ... (an unknown name lists them all)."""
+    from emoexp.data.registry import get_dataset, list_datasets, synthesize
+
+    try:
+        get_dataset(dataset)
+    except ValueError:
+        raise click.UsageError(f"unknown dataset {dataset!r}; known: {', '.join(list_datasets())}") from None
     options: dict[str, Any] = {}
     for item in sets:
         k, _, v = item.partition("=")
         options[k.strip()] = _literal(v)
-    path = synth(dataset, out, subjects=subjects, seed=seed, **options)
+    path = synthesize(dataset, out, subjects=subjects, seed=seed, **options)
     click.echo(f"wrote synthetic {dataset} to {path}")
 
 

@@ -1,4 +1,5 @@
-"""Dataset loading: readers for the real on-disk formats, window datasets, splits, synthetic data.
+"""Dataset loading: readers for the real on-disk formats, window datasets, splits, synthetic data;
+one registry of the formats (:mod:`emoexp.data.registry`).
 
 Importing this package stays cheap (no torch, scipy or numpy): the loaders live in submodules
 and the names below are imported from them on first use.
@@ -37,8 +38,12 @@ _LAZY = {
     "Split": "splits",
     "split_subjects": "splits",
     "split_trials": "splits",
-    "synth": "synth",
-    "SYNTHESIZERS": "synth",
+    "DatasetFormat": "registry",
+    "DatasetParts": "registry",
+    "get_dataset": "registry",
+    "list_datasets": "registry",
+    "register_dataset": "registry",
+    "synthesize": "registry",
 }
 
 __all__ = ["BadFilePolicy", "DataBundle", "DataError", "MissingDatasetError", *_LAZY]

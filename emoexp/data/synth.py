@@ -3,6 +3,9 @@
 They exercise the real loaders end to end (no special code path) and are learnable: a few EEG
 channels carry an oscillation whose frequency depends on the class, so a small CNN trained on
 some subjects beats chance on held-out ones within a few epochs. Everything else is 1/f noise.
+
+The EEG generators live here, the others in ``synth_faces``, ``synth_speech`` and
+``synth_posture``; :func:`emoexp.data.registry.synthesize` finds each format's generator.
 """
 
 from __future__ import annotations
@@ -27,9 +30,6 @@ from emoexp.data.faced import (
     FACED_EEG_CHANNELS,
     FACED_SAMPLE_RATE,
 )
-from emoexp.data.synth_faces import synth_affectnet, synth_face_video, synth_fer2013
-from emoexp.data.synth_posture import synth_features, synth_posture
-from emoexp.data.synth_speech import synth_ravdess
 
 # FACED channels carrying the class oscillation (midline, central and occipital sites).
 FACED_PLANT_CHANNELS = [FACED_EEG_CHANNELS.index(c) for c in ("FZ", "CZ", "C3", "C4", "PZ", "OZ", "O1", "O2")]
@@ -276,35 +276,3 @@ def synth_deap(
         with open(out / f"s{s + 1:02d}.dat", "wb") as fh:
             pickle.dump({"data": x, "labels": ratings}, fh, protocol=2)
     return out
-
-
-SYNTHESIZERS: dict[str, Callable[..., Path]] = {
-    "faced": synth_faced,
-    "eav": synth_eav,
-    "fer2013": synth_fer2013,
-    "affectnet": synth_affectnet,
-    "face-video": synth_face_video,
-    "ravdess": synth_ravdess,
-    "posture": synth_posture,
-    "features": synth_features,
-    "deap": synth_deap,
-}
-
-
-def synth(name: str, out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, **options) -> Path:
-    """Write the synthetic dataset ``name`` to ``out`` and return the folder to load from."""
-    try:
-        make = SYNTHESIZERS[name]
-    except KeyError:
-        raise ValueError(
-            f"no synthetic generator for {name!r}; known: {', '.join(sorted(SYNTHESIZERS))}"
-        ) from None
-    import inspect
-
-    params = inspect.signature(make).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            known = sorted(k for k in params if k not in ("out", "subjects", "seed"))
-            raise ValueError(f"{name}: unknown generator option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return make(out, subjects=subjects, seed=seed, **options)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from emoexp import tracking as T
 from emoexp.config import ConfigError, TrainConfig, opt
+from emoexp.data.registry import dataset_dir
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class EEGConfig(TrainConfig):
 class PretrainFacedConfig(EEGConfig):
     """Seed 000's pre-training of the EEG encoder on FACED."""
 
-    data_dir: str = opt("data/raw/Processed_data/Processed_data", "FACED Processed_data folder (sub*.pkl)")
+    data_dir: str = opt(dataset_dir("faced"), "FACED Processed_data folder (sub*.pkl)")
     epochs: int = opt(50, "seed 000: 50 epochs of pre-training")
     batch_size: int = opt(32, "seed 000: 32")
     lr: float = opt(1e-3, "seed 000: Adam 1e-3")
@@ -66,7 +67,7 @@ class PretrainFacedConfig(EEGConfig):
 class FinetuneEavConfig(EEGConfig):
     """Seed 000's fine-tuning on EAV, optionally fusing the speaking trials' audio and video."""
 
-    data_dir: str = opt("data/raw/EAV/EAV", "EAV root holding subject*/ folders")
+    data_dir: str = opt(dataset_dir("eav"), "EAV root holding subject*/ folders")
     epochs: int = opt(30, "seed 000: 30 epochs of fine-tuning")
     batch_size: int = opt(16, "seed 000: 16, smaller for stability")
     lr: float = opt(1e-4, "seed 000: 10x lower than pre-training to keep the encoder's features")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from emoexp.config import ConfigError, TrainConfig, opt
+from emoexp.data.registry import dataset_dir
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ _FIT_WINDOWS = 2000
 class EEGLLMConfig(TrainConfig):
     """Seed 004: DEAP EEG as quantized tokens read by a LoRA-adapted Llama; valence and arousal heads."""
 
-    data_dir: str = opt("data/raw/DEAP/data_preprocessed_python", "DEAP folder holding s01.dat ... (or its parent)")
+    data_dir: str = opt(dataset_dir("deap"), "DEAP folder holding s01.dat ... (or its parent)")
     epochs: int = opt(20, "seed 004: the backbone unfreezes after freeze_epochs, so train beyond it")
     batch_size: int = opt(8, "mini-batch size (token sequences are long: 1 + 32 x (window_size/downsample + 1))")
     lr: float = opt(1e-4, "AdamW learning rate for LoRA, head and (after freeze_epochs) the backbone")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from emoexp.config import ConfigError, TrainConfig, opt
+from emoexp.data.registry import dataset_choices, dataset_dir
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def _backbone_choices() -> tuple[str, ...]:
 class FaceConfig(TrainConfig):
     """Seed 001 (DenseNet121 fine-tuning, anti-overfitting set) and seed 003 (weighted runs)."""
 
-    data_dir: str = opt("data/affectnet", "FER2013 (fer2013.csv or train/test folders) or AffectNet (Train/Test folders, labels.csv) root")
+    data_dir: str = opt(dataset_dir("affectnet"), "FER2013 (fer2013.csv or train/test folders) or AffectNet (Train/Test folders, labels.csv) root")
     dataset: str = opt("affectnet", "affectnet | fer2013 (seed 001's default is affectnet)")
     classes: int = opt(6, "6: neutral happy sad surprise fear anger (seed 001; disgust and contempt dropped) | 7: + disgust (seed 003)")
     backbone: str = opt("densenet121", "densenet121 (torchvision, seed 001) | small_cnn (4 conv blocks: quick CPU runs)")
@@ -46,7 +47,7 @@ class FaceConfig(TrainConfig):
     samples_per_class: int = opt(0, "seed 003: keep at most N images per class in each split (quick runs); 0 = all")
 
     ARCH_KEYS: ClassVar[tuple[str, ...]] = ("backbone", "classes", "image_size", "dropout")
-    CHOICES: ClassVar[dict[str, Any]] = {"dataset": ("affectnet", "fer2013"), "backbone": _backbone_choices,
+    CHOICES: ClassVar[dict[str, Any]] = {"dataset": dataset_choices("face"), "backbone": _backbone_choices,
                                          "split": ("dataset", "random")}
 
     def __post_init__(self) -> None:
@@ -74,12 +75,13 @@ class TrainFace(Task):
         import numpy as np
 
         from emoexp.data.base import BadFilePolicy, DataBundle
-        from emoexp.data.faces import NATIVE_SIZE, load_face_dataset
+        from emoexp.data.faces import NATIVE_SIZE
         from emoexp.data.images import FaceImageDataset
+        from emoexp.data.registry import get_dataset
 
         policy = BadFilePolicy(cfg.on_bad_file)
-        faces = load_face_dataset(cfg.data_dir, cfg.dataset, classes=cfg.classes, policy=policy,
-                                  samples_per_class=cfg.samples_per_class or None, seed=cfg.seed)
+        faces = get_dataset(cfg.dataset).read(cfg.data_dir, classes=cfg.classes, policy=policy,
+                                              samples_per_class=cfg.samples_per_class or None, seed=cfg.seed)
         size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
         sides = _split(faces.labels, faces.split, cfg)
         names = faces.class_names

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from emoexp.config import ConfigError, TrainConfig, opt, parse_weights
+from emoexp.data.registry import dataset_dir
 from emoexp.tasks.base import Task, register_task
 
 if TYPE_CHECKING:  # numpy stays out of `emoexp --help`
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class PostureConfig(TrainConfig):
     """Seed 001's posture model: a multi-task TCN-LSTM over per-frame posture features."""
 
-    data_dir: str = opt("data/posture", "DIR/{train,val[,test]}/sequences/seq_NNN.npy (T, 15) + labels.json (seed 001's layout; `emoexp data import` writes it)")
+    data_dir: str = opt(dataset_dir("posture"), "DIR/{train,val[,test]}/sequences/seq_NNN.npy (T, 15) + labels.json (seed 001's layout; `emoexp data import` writes it)")
     epochs: int = opt(50, "seed 001: 50")
     batch_size: int = opt(32, "seed 001: 32")
     lr: float = opt(1e-4, "seed 001: 1e-4")
@@ -44,7 +44,7 @@ class PostureConfig(TrainConfig):
 class ClassifierConfig(TrainConfig):
     """Seed 001's "mental health heads on custom features": MLP heads on feature vectors."""
 
-    data_dir: str = opt("", "folder holding features.csv (or .npy/.parquet) and labels.json; or give features and labels")
+    data_dir: str = opt(dataset_dir("features"), "folder holding features.csv (or .npy/.parquet) and labels.json; or give features and labels")
     features: str = opt("", "feature table: .csv/.parquet (a sample_id column + feature columns) or .npy (N, F) with <name>.ids.txt; empty: DATA_DIR/features.*")
     labels: str = opt("", "labels.json {sample_id: {head: code}} (+ heads.json beside it for class names); empty: DATA_DIR/labels.json")
     epochs: int = opt(50, "MLP heads converge fast; early stopping ends most runs sooner")
@@ -240,9 +240,12 @@ class TrainClassifier(Task):
         import numpy as np
 
         from emoexp.data.base import DataBundle
+        from emoexp.data.features import load_feature_table
         from emoexp.data.splits import split_trials
 
-        x, labels, heads, ids = load_feature_table(cfg)
+        if not cfg.data_dir and not cfg.features:
+            raise ConfigError("give data_dir (holding features.csv and labels.json) or features= and labels=")
+        x, labels, heads, ids = load_feature_table(cfg.data_dir, features=cfg.features, labels=cfg.labels)
         primary = next(iter(heads))
         sides = split_trials({"all": labels[primary]}, val_fraction=cfg.val_fraction,
                              test_fraction=cfg.test_fraction, seed=cfg.seed)
@@ -300,78 +303,3 @@ class TrainClassifier(Task):
         if x.ndim != 2 or x.shape[1] != n or not np.all(np.isfinite(x)):
             raise ValueError(f"features: expected finite (B, {n}) values, got shape {x.shape}")
         return {"features": torch.from_numpy(x)}
-
-
-def load_feature_table(cfg: ClassifierConfig) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, list[str]], list[str]]:
-    """(X (N, F) float32, labels {head: (N,)}, heads {head: class names}, sample ids) from the
-    feature table and labels.json (+ heads.json); only ids present in both are kept (counted)."""
-    import json
-
-    import numpy as np
-    import pandas as pd
-
-    from emoexp.data.base import DataError
-
-    root = Path(cfg.data_dir) if cfg.data_dir else None
-    feat = Path(cfg.features) if cfg.features else None
-    if feat is None:
-        if root is None:
-            raise ConfigError("give data_dir (holding features.csv and labels.json) or features= and labels=")
-        feat = next((root / f"features{ext}" for ext in (".csv", ".parquet", ".npy")
-                     if (root / f"features{ext}").is_file()), None)
-        if feat is None:
-            raise DataError(root, "holds no features.csv, features.parquet or features.npy")
-    lab = Path(cfg.labels) if cfg.labels else (root or feat.parent) / "labels.json"
-    for p in (feat, lab):
-        if not p.is_file():
-            raise DataError(p, "no such file")
-    try:
-        if feat.suffix == ".npy":
-            x = np.load(feat, allow_pickle=False)
-            id_file = feat.with_suffix(".ids.txt")
-            ids = id_file.read_text().split() if id_file.is_file() else [str(i) for i in range(len(x))]
-        else:
-            df = pd.read_parquet(feat) if feat.suffix == ".parquet" else pd.read_csv(feat)
-            if "sample_id" not in df.columns:
-                raise DataError(feat, f"no sample_id column (columns: {', '.join(map(str, df.columns[:8]))}...)")
-            ids = df.pop("sample_id").astype(str).tolist()
-            x = df.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
-    except DataError:
-        raise
-    except Exception as e:  # unreadable table
-        raise DataError(feat, f"cannot read the feature table ({type(e).__name__}: {e})") from None
-    if x.ndim != 2 or len(x) != len(ids):
-        raise DataError(feat, f"expected one row of features per sample, got shape {x.shape} for {len(ids)} ids")
-    if not np.all(np.isfinite(x)):
-        bad = int(np.sum(~np.isfinite(x).all(axis=1)))
-        raise DataError(feat, f"{bad} rows hold NaN, inf or non-numeric values")
-    try:
-        entries = json.loads(lab.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(lab, f"not valid JSON ({e})") from None
-    if not isinstance(entries, dict) or not entries:
-        raise DataError(lab, "expected {sample_id: {head: code}}")
-    head_names = list(next(iter(entries.values())))
-    heads_file = lab.with_name("heads.json")
-    if heads_file.is_file():
-        heads = {h: list(c) for h, c in json.loads(heads_file.read_text()).items()}
-    else:
-        heads = {h: [str(k) for k in range(1 + max(int(e[h]) for e in entries.values()))] for h in head_names}
-    row = {sid: k for k, sid in enumerate(ids)}
-    keep, y = [], {h: [] for h in heads}
-    for sid, e in entries.items():
-        if sid not in row:
-            continue
-        for h in heads:
-            code = e.get(h) if isinstance(e, dict) else None
-            if not isinstance(code, int) or not 0 <= code < len(heads[h]):
-                raise DataError(lab, f"{sid}: {h}={code!r} is not a code 0..{len(heads[h]) - 1}")
-            y[h].append(code)
-        keep.append(row[sid])
-    if not keep:
-        raise DataError(lab, f"no sample id is also in {feat.name}")
-    missing = len(entries) - len(keep)
-    if missing:
-        log.warning("%s: %d labelled ids have no feature row (ignored)", lab, missing)
-    keep_a = np.asarray(keep)
-    return x[keep_a], {h: np.asarray(v, dtype=np.int64) for h, v in y.items()}, heads, [ids[k] for k in keep]

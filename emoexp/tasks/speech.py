@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from emoexp.config import ConfigError, TrainConfig, opt
+from emoexp.data.registry import dataset_choices, dataset_dir
 from emoexp.tasks.base import Task, register_task
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ GENDERS = ["male", "female"]  # RAVDESS: odd actors male, even female
 class SpeechConfig(TrainConfig):
     """Seed 002: RAVDESS speech emotion with a wav2vec2 + spectrogram dual-branch model."""
 
-    data_dir: str = opt("data/raw/RAVDESS", "RAVDESS root with Actor_XX/ folders (the Kaggle mirror's doubled tree is fine), or an EAV root with dataset=eav")
+    data_dir: str = opt(dataset_dir("ravdess"), "RAVDESS root with Actor_XX/ folders (the Kaggle mirror's doubled tree is fine), or an EAV root with dataset=eav")
     dataset: str = opt("ravdess", "ravdess | eav (the speaking trials' audio, cut into clip_seconds clips)")
     emotion_subset: str = opt("basic6", "basic4: neutral happy sad angry | basic6: + fearful surprised (seed 002's pick) | all: 8 (RAVDESS)")
     vocal_channel: str = opt("speech", "RAVDESS: speech | song | both")
@@ -55,7 +56,7 @@ class SpeechConfig(TrainConfig):
         "gender_loss_weight", "sample_rate", "clip_seconds",
     )
     CHOICES: ClassVar[dict[str, Any]] = {
-        "dataset": ("ravdess", "eav"), "emotion_subset": ("basic4", "basic6", "all"),
+        "dataset": dataset_choices("speech"), "emotion_subset": ("basic4", "basic6", "all"),
         "vocal_channel": ("speech", "song", "both"), "split": ("subject", "random"),
     }
 

@@ -19,7 +19,7 @@ from emoexp.data.faces import (
     load_face_dataset,
     read_face_image,
 )
-from emoexp.data.synth import SYNTHESIZERS
+from emoexp.data.registry import get_dataset, list_datasets
 from emoexp.data.synth_faces import (
     AFFECTNET_FOLDERS,
     draw_face,
@@ -67,7 +67,9 @@ def _names(ds):
 
 
 def test_registered_synthesizers():
-    assert {"fer2013", "affectnet", "face-video"} <= set(SYNTHESIZERS)
+    assert {"fer2013", "affectnet", "face_video"} <= set(list_datasets())
+    assert get_dataset("face-video").synth is synth_face_video    # the CLI's spelling
+    assert list_datasets("face") == ["affectnet", "fer2013"]
 
 
 def test_draw_face_shapes():

@@ -24,7 +24,8 @@ from emoexp.data.ravdess import (
     scan_ravdess,
     trim_and_fit,
 )
-from emoexp.data.synth import SYNTHESIZERS, synth
+from emoexp.data.registry import get_dataset
+from emoexp.data.registry import synthesize as synth
 from emoexp.data.synth_speech import KAGGLE_COPY_FOLDER, synth_ravdess
 
 ACTORS = 4
@@ -141,7 +142,7 @@ def test_synth_files_have_the_real_format_and_design(kaggle_tree):
 
 
 def test_synth_registry_and_no_fllr(tmp_path):
-    assert SYNTHESIZERS["ravdess"] is synth_ravdess
+    assert get_dataset("ravdess").synth is synth_ravdess
     out = synth("ravdess", tmp_path / "r", subjects=1, seed=1, statements=1, repetitions=1, fllr=False)
     files = sorted((out / "Actor_01").glob("*.wav"))
     assert len(files) == 15

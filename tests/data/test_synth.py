@@ -7,13 +7,13 @@ from scipy.signal import welch
 
 from emoexp.data.eav import EAV_CLASSES, load_eav
 from emoexp.data.faced import FACED_CLASSES, load_faced
+from emoexp.data.registry import list_datasets
+from emoexp.data.registry import synthesize as synth
 from emoexp.data.synth import (
     EAV_PLANT_CHANNELS,
     FACED_PLANT_CHANNELS,
-    SYNTHESIZERS,
     eav_plant_frequency,
     faced_plant_frequency,
-    synth,
 )
 
 
@@ -63,10 +63,10 @@ def test_eav_audio_pitch_depends_on_class(eav_dir):
 
 
 def test_synth_registry(tmp_path):
-    assert set(SYNTHESIZERS) >= {"faced", "eav", "fer2013", "affectnet", "face-video", "ravdess", "posture", "features"}
+    assert set(list_datasets()) >= {"faced", "eav", "fer2013", "affectnet", "face_video", "ravdess", "posture", "features"}
     out = synth("faced", tmp_path / "f", subjects=1, seed=0, n_samples=100)
     assert sorted(p.name for p in (out / "Processed_data").iterdir()) == ["sub000.pkl"]
-    with pytest.raises(ValueError, match="known: affectnet, deap, eav, face-video, faced, features, fer2013, posture, ravdess"):
+    with pytest.raises(ValueError, match="known datasets: affectnet, deap, eav, face_video, faced, features, fer2013, posture, ravdess"):
         synth("nope", tmp_path / "x", subjects=1, seed=0)
     with pytest.raises(ValueError, match="fer2013: unknown generator option.* bogus; known: classes, layout"):
         synth("fer2013", tmp_path / "x", bogus=1)
