@@ -6,7 +6,7 @@ DEMO   ?= data/demo
 # Entry points run `emoexp` and `mlflow` from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo demo-data test test-all lint bench clean
+.PHONY: install demo demo-data test test-all lint bench mlproject clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# MLproject is generated from the task configs; tests/test_mlproject.py fails when it is stale.
+mlproject: install
+	$(BIN)/python -m emoexp.mlproject
 
 clean:
 	rm -rf .emoexp mlruns mlflow.db $(DEMO) dashboards/*.html

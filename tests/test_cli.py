@@ -1,4 +1,4 @@
-"""The command line and the MLflow project: the names scripts depend on, and clear errors."""
+"""The command line: the names scripts depend on, and clear errors (MLproject: test_mlproject.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from emoexp.cli import main as cli
@@ -16,7 +15,6 @@ from emoexp.config import field_types
 from emoexp.tasks import get_task, list_tasks
 
 REPO = Path(__file__).resolve().parents[1]
-DESIGN_PARAMS = {"data_dir", "epochs", "batch_size", "lr", "seed", "weights", "resume_from", "experiment_name"}
 
 
 def test_help_imports_neither_torch_nor_mlflow():
@@ -26,29 +24,6 @@ def test_help_imports_neither_torch_nor_mlflow():
             "print(sorted(m for m in ('torch', 'mlflow', 'numpy', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_mlproject_matches_the_configs():
-    project = yaml.safe_load((REPO / "MLproject").read_text())
-    eps = project["entry_points"]
-    for name in ("pretrain_faced", "finetune_eav"):
-        assert name in eps
-    for name in list_tasks():
-        ep = eps[name]
-        fields = field_types(get_task(name).config_cls)
-        params = set(ep["parameters"])
-        assert DESIGN_PARAMS <= params
-        assert params <= set(fields), params - set(fields)
-        defaults = get_task(name).default_config().to_dict()
-        for p, spec in ep["parameters"].items():
-            assert f"--{p.replace('_', '-')} {{{p}}}" in ep["command"], p
-            want = defaults[p]
-            got = spec["default"]
-            if isinstance(want, bool):
-                assert str(got).lower() == str(want).lower(), p
-            else:
-                assert type(want)(got if got is not None else "") == want, p
-    assert "main" in eps
 
 
 def test_every_config_field_is_a_train_option():
