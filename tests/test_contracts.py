@@ -4,7 +4,7 @@ task puts it under these.
 * every model builds from its example kwargs and runs forward and backward on its example input,
   with finite outputs and finite gradients reaching every trainable parameter;
 * every dataset format's tiny synthetic set (its registry entry's ``tiny`` options) passes its
-  own reader;
+  own reader, and every raw-file suffix ``emoexp predict`` reads has one reader;
 * every task trains one epoch, untracked, on a tiny synthetic set of its dataset.
 """
 
@@ -84,6 +84,14 @@ def test_dataset_synthetic_set_passes_its_reader(name: str, tmp_path: Path) -> N
     if isinstance(loaded, Iterator):
         loaded = list(loaded)
     assert _size(loaded) > 0, f"{name}: the reader found nothing in its own synthetic set"
+
+
+def test_raw_file_suffixes_have_one_reader_each() -> None:
+    from emoexp.data.registry import file_readers
+
+    readers = file_readers()            # raises if two formats claim a suffix with different readers
+    assert {".npy", ".pkl", ".mat", ".dat", ".wav", ".jpg", ".jpeg", ".png"} <= set(readers)
+    assert all(s.startswith(".") and s == s.lower() and callable(r) for s, r in readers.items())
 
 
 # ------------------------------------------------------------------------------------------------

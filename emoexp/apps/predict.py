@@ -3,13 +3,13 @@ DEAP ``.dat``, ``.wav``, face images ``.jpg``/``.png``.
 
 Each reader turns a file into *segments* (a recording, a clip, a trial), each a dict of
 continuous arrays at the model's rates; every segment is cut into the model's windows and
-predicted. Readers are looked up by extension in :data:`READERS`: a new format is one function.
+predicted. The readers live in :mod:`emoexp.data.raw_files`; the dataset registry
+(:func:`emoexp.data.registry.file_readers`) says which one reads a file suffix.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from emoexp.data.base import DataError
+from emoexp.data.raw_files import Segment
+from emoexp.data.registry import file_readers
 from emoexp.data.windows import stride_from_fraction, window_starts, window_view
 
 _BATCH = 256  # windows per model call: bounds memory on long recordings
@@ -45,131 +47,6 @@ class ModelSpec:
         if self.inputs[name] == (-1,) and self.extra.get("window_size"):
             return int(self.extra["window_size"])
         return int(self.inputs[name][-1])
-
-
-Segment = dict[str, np.ndarray]   # input name -> continuous array: eeg (C, T), audio (n,)
-Reader = Callable[[Path, ModelSpec], list[Segment]]
-
-
-def _needs(path: Path, spec: ModelSpec, name: str, what: str) -> None:
-    if name not in spec.inputs:
-        raise DataError(path, f"{what}, but model {spec.task} takes no {name!r} input "
-                              f"(its inputs: {', '.join(spec.inputs)})")
-
-
-def _resample_eeg(x: np.ndarray, orig: float, spec: ModelSpec) -> np.ndarray:
-    from emoexp.data.eeg import resample_poly_axis
-
-    return resample_poly_axis(x, orig, spec.sample_rate, axis=-1)
-
-
-def read_npy(path: Path, spec: ModelSpec) -> list[Segment]:
-    """EEG already at the model's rate: (C, T) one recording, (B, C, T) B recordings; for a
-    posture model, posture features (T, F) or (B, T, F)."""
-    if "sequence" in spec.inputs:
-        return _read_sequences(path, spec)
-    _needs(path, spec, "eeg", "a .npy file holds EEG")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as e:  # ValueError for pickled object arrays, OSError for junk
-        raise DataError(path, f"cannot read .npy ({type(e).__name__}: {e})") from None
-    shape = x.shape
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or x.shape[1] != spec.n_channels:
-        raise DataError(path, f"array has shape {shape}; model {spec.task} expects ({spec.n_channels}, T) "
-                              f"or (B, {spec.n_channels}, T) EEG at {spec.sample_rate:g} Hz")
-    if x.dtype.kind not in "fiu":
-        raise DataError(path, f"array has dtype {x.dtype}; expected real numbers")
-    return [{"eeg": np.asarray(seg, dtype=np.float32)} for seg in x]
-
-
-def _read_sequences(path: Path, spec: ModelSpec) -> list[Segment]:
-    from emoexp.data.posture import read_sequence
-
-    n_feat = spec.extra["n_features"]
-    try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise DataError(path, f"cannot read .npy ({type(e).__name__}: {e})") from None
-    if x.ndim == 2:
-        x = read_sequence(path)[None]  # validated, NaNs interpolated as in training
-    if x.ndim != 3 or x.shape[-1] != n_feat:
-        raise DataError(path, f"array has shape {x.shape}; model {spec.task} expects (T, {n_feat}) or "
-                              f"(B, T, {n_feat}) posture features per frame")
-    return [{"sequence": np.asarray(q, dtype=np.float32)} for q in x]
-
-
-def read_faced_pkl(path: Path, spec: ModelSpec) -> list[Segment]:
-    """A FACED subject file (28 clips, 32 channels, T) at 250 Hz: one segment per clip."""
-    from emoexp.data.faced import FACED_CHANNELS, FACED_SAMPLE_RATE, read_faced_file
-
-    _needs(path, spec, "eeg", "a FACED .pkl holds EEG")
-    x = read_faced_file(path)
-    names = spec.channel_names
-    if names and all(n in FACED_CHANNELS for n in names):
-        idx = [FACED_CHANNELS.index(n) for n in names]
-    elif spec.n_channels in (30, 32):
-        # no FACED montage on record (e.g. an EAV model): FACED keeps its 30 EEG channels first
-        idx = list(range(spec.n_channels))
-    else:
-        raise DataError(path, f"model {spec.task} takes {spec.n_channels} channels "
-                              f"{names or ''}, which do not map onto FACED's 32")
-    x = np.asarray(x[:, idx, :], dtype=np.float32)
-    return [{"eeg": _resample_eeg(clip, FACED_SAMPLE_RATE, spec)} for clip in x]
-
-
-def read_eav_mat(path: Path, spec: ModelSpec) -> list[Segment]:
-    """An EAV ``subject{N}_eeg.mat`` ((T, 30, trials) at 500 Hz): one segment per trial."""
-    from emoexp.data.eav import EAV_SAMPLE_RATE, read_eav_raw
-
-    _needs(path, spec, "eeg", "an EAV .mat holds EEG")
-    raw = read_eav_raw(path)                      # (T, 30, n_trials), validated
-    if raw.shape[1] != spec.n_channels:
-        raise DataError(path, f"holds {raw.shape[1]} channels; model {spec.task} expects {spec.n_channels}")
-    trials = np.moveaxis(raw, 2, 0).transpose(0, 2, 1)  # (n_trials, 30, T)
-    return [{"eeg": _resample_eeg(np.asarray(t, dtype=np.float32), EAV_SAMPLE_RATE, spec)} for t in trials]
-
-
-def read_deap_dat(path: Path, spec: ModelSpec) -> list[Segment]:
-    """A DEAP subject file (trials, 40, 8064) at 128 Hz: one segment per trial, the 32 EEG
-    channels after the model's baseline step."""
-    from emoexp.data.deap import DEAP_SAMPLE_RATE, apply_baseline, read_deap_file
-
-    _needs(path, spec, "eeg", "a DEAP .dat holds EEG")
-    if spec.n_channels != 32:
-        raise DataError(path, f"holds DEAP's 32 EEG channels; model {spec.task} expects {spec.n_channels}")
-    eeg, _ = read_deap_file(path)
-    eeg = apply_baseline(eeg, spec.extra.get("baseline") or "drop")
-    return [{"eeg": _resample_eeg(t, DEAP_SAMPLE_RATE, spec)} for t in eeg]
-
-
-def read_wav(path: Path, spec: ModelSpec) -> list[Segment]:
-    """Audio, mono, resampled to the model's audio rate: one segment."""
-    from emoexp.data import audio
-
-    if "waveform" in spec.inputs:  # a speech model (train_speech): the waveform at the model's rate
-        wave, sr = audio.read_wav(path)
-        return [{"waveform": audio.resample(audio.to_mono(wave), sr, spec.audio_sample_rate)}]
-    _needs(path, spec, "audio", "a .wav file holds audio")
-    missing = [n for n in spec.required if n != "audio"]
-    if missing:
-        raise DataError(path, f"model {spec.task} needs {' and '.join(missing)} input too; a .wav gives "
-                              "audio only (give the EEG recording as .npy/.mat/.pkl)")
-    wave, sr = audio.read_wav(path)
-    return [{"audio": audio.resample(audio.to_mono(wave), sr, spec.audio_sample_rate)}]
-
-
-def read_image(path: Path, spec: ModelSpec) -> list[Segment]:
-    """A .jpg/.png face image -> one segment ``{"image": (H, W, 3) uint8}``, predicted whole."""
-    from emoexp.data.faces import read_face_image
-
-    _needs(path, spec, "image", "an image")
-    return [{"image": read_face_image(path)}]
-
-
-READERS: dict[str, Reader] = {".npy": read_npy, ".pkl": read_faced_pkl, ".mat": read_eav_mat, ".dat": read_deap_dat,
-                              ".wav": read_wav, ".jpg": read_image, ".jpeg": read_image, ".png": read_image}
 
 
 def model_spec(model) -> ModelSpec:
@@ -264,9 +141,10 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
     if not files:
         raise ValueError("no files to predict")
     paths = [Path(f) for f in files]
+    readers = file_readers()
     for p in paths:
-        if p.suffix.lower() not in READERS:
-            raise DataError(p, f"unknown file type {p.suffix or '(none)'!r}; known: {', '.join(READERS)}")
+        if p.suffix.lower() not in readers:
+            raise DataError(p, f"unknown file type {p.suffix or '(none)'!r}; known: {', '.join(readers)}")
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such file")
     try:
@@ -277,7 +155,7 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
     spec = model_spec(model)
     frames = []
     for path in paths:
-        for k, seg in enumerate(READERS[path.suffix.lower()](path, spec)):
+        for k, seg in enumerate(readers[path.suffix.lower()](path, spec)):
             if "image" in seg:  # an image is one sample, not a signal to cut into windows
                 inputs, starts = {"image": seg["image"][None]}, np.zeros(1)
             elif "sequence" in seg:

@@ -124,65 +124,58 @@ def dataset_choices(modality: str) -> Callable[[], tuple[str, ...]]:
     return lambda: tuple(list_datasets(modality))
 
 
-def file_reader(suffix: str) -> Callable[..., Any]:
-    """The raw-file reader ``emoexp predict`` uses for ``suffix`` (``.pkl``); ValueError naming the
-    known suffixes."""
-    readers = file_readers()
-    try:
-        return readers[suffix.lower()]
-    except KeyError:
-        raise ValueError(f"unknown file type {suffix or '(none)'!r}; known: {', '.join(readers)}") from None
-
-
 def file_readers() -> dict[str, Callable[..., Any]]:
-    """Every raw-file suffix the registered formats read, with its reader (a suffix two formats
-    share, such as images, must have one reader)."""
+    """``{suffix: reader}`` of the raw files ``emoexp predict`` reads (:mod:`emoexp.data.raw_files`),
+    by suffix; a suffix two formats share (images, .wav) must have one reader."""
     out: dict[str, Callable[..., Any]] = {}
     for name in list_datasets():
         for suffix, reader in get_dataset(name).parts.files.items():
             if out.setdefault(suffix, reader) is not reader:
                 raise ValueError(f"file suffix {suffix!r} has two readers (one from {name!r})")
-    return out
+    return dict(sorted(out.items()))
 
 
 # ---------------------------------------------------------------------------------------------
 # The formats
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @register_dataset("faced", modalities=("eeg",), data_dir="data/raw/Processed_data/Processed_data",
                   summary="FACED: 28 film clips x 32 channels at 250 Hz per subject (sub*.pkl)",
                   tiny={"subjects": 2, "n_samples": 300})
 def _faced() -> DatasetParts:
-    from emoexp.data import faced, synth
+    from emoexp.data import faced, raw_files, synth
 
-    return DatasetParts(read=faced.load_faced, synth=synth.synth_faced)
+    return DatasetParts(read=faced.load_faced, synth=synth.synth_faced, files={".pkl": raw_files.read_faced_pkl})
 
 
 @register_dataset("eav", modalities=("eeg", "speech", "video"), data_dir="data/raw/EAV/EAV",
                   summary="EAV: EEG (30 channels, 500 Hz), audio and video of listening and speaking trials",
                   tiny={"subjects": 1, "trials": 10, "n_samples": 600, "with_video": False})
 def _eav() -> DatasetParts:
-    from emoexp.data import eav, synth
+    from emoexp.data import eav, raw_files, synth
 
-    return DatasetParts(read=eav.load_eav, synth=synth.synth_eav)
+    return DatasetParts(read=eav.load_eav, synth=synth.synth_eav,
+                        files={".mat": raw_files.read_eav_mat, ".wav": raw_files.read_wav})
 
 
 @register_dataset("deap", modalities=("eeg",), data_dir="data/raw/DEAP/data_preprocessed_python",
                   summary="DEAP preprocessed python: 40 trials x 40 channels at 128 Hz per subject (s*.dat)",
                   tiny={"subjects": 1, "trials": 4, "seconds": 2})
 def _deap() -> DatasetParts:
-    from emoexp.data import deap, synth
+    from emoexp.data import deap, raw_files, synth
 
-    return DatasetParts(read=deap.load_deap, synth=synth.synth_deap)
+    return DatasetParts(read=deap.load_deap, synth=synth.synth_deap, files={".dat": raw_files.read_deap_dat})
 
 
 @register_dataset("ravdess", modalities=("speech",), data_dir="data/raw/RAVDESS",
                   summary="RAVDESS speech and song: Actor_XX/03-01-EE-II-SS-RR-AA.wav",
                   tiny={"subjects": 1, "statements": 1, "repetitions": 1, "sample_rate": 16000})
 def _ravdess() -> DatasetParts:
-    from emoexp.data import ravdess, synth_speech
+    from emoexp.data import ravdess, raw_files, synth_speech
 
-    return DatasetParts(read=ravdess.load_ravdess, synth=synth_speech.synth_ravdess)
+    return DatasetParts(read=ravdess.load_ravdess, synth=synth_speech.synth_ravdess, files={".wav": raw_files.read_wav})
 
 
 @register_dataset("fer2013", modalities=("face",), data_dir="data/fer2013",
@@ -191,10 +184,10 @@ def _ravdess() -> DatasetParts:
 def _fer2013() -> DatasetParts:
     import functools
 
-    from emoexp.data import faces, synth_faces
+    from emoexp.data import faces, raw_files, synth_faces
 
     return DatasetParts(read=functools.partial(faces.load_face_dataset, dataset="fer2013"),
-                        synth=synth_faces.synth_fer2013)
+                        synth=synth_faces.synth_fer2013, files=dict.fromkeys(IMAGE_SUFFIXES, raw_files.read_image))
 
 
 @register_dataset("affectnet", modalities=("face",), data_dir="data/affectnet",
@@ -203,10 +196,10 @@ def _fer2013() -> DatasetParts:
 def _affectnet() -> DatasetParts:
     import functools
 
-    from emoexp.data import faces, synth_faces
+    from emoexp.data import faces, raw_files, synth_faces
 
     return DatasetParts(read=functools.partial(faces.load_face_dataset, dataset="affectnet"),
-                        synth=synth_faces.synth_affectnet)
+                        synth=synth_faces.synth_affectnet, files=dict.fromkeys(IMAGE_SUFFIXES, raw_files.read_image))
 
 
 @register_dataset("face_video", modalities=("video",),
@@ -222,9 +215,11 @@ def _face_video() -> DatasetParts:
                   summary="seed 001's posture layout: {train,val[,test]}/sequences/seq_NNN.npy (T, 15) + labels.json",
                   tiny={"subjects": 2, "n_per_side": "train:4,val:4", "seq_length": 12})
 def _posture() -> DatasetParts:
-    from emoexp.data import posture, synth_posture
+    from emoexp.data import posture, raw_files, synth_posture
 
-    return DatasetParts(read=posture.load_posture_dataset, synth=synth_posture.synth_posture)
+    # .npy: posture sequences (T, 15) for a posture model, or EEG windows already at an EEG model's rate
+    return DatasetParts(read=posture.load_posture_dataset, synth=synth_posture.synth_posture,
+                        files={".npy": raw_files.read_npy})
 
 
 @register_dataset("features", modalities=("features",),
