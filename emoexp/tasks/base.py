@@ -111,6 +111,8 @@ _NOT_SALIENT = {
 }
 
 
+# The task registry. To add a task: a module in emoexp/tasks/ with its config and a @register_task
+# Task subclass, imported in emoexp/tasks/__init__.py (then `make mlproject` for its entry point).
 _TASKS: dict[str, Task] = {}
 
 
@@ -123,6 +125,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def get_task(name: str) -> Task:
+    """The registered task ``name``; ValueError listing the known tasks if there is none."""
     try:
         return _TASKS[name]
     except KeyError:
@@ -130,4 +133,5 @@ def get_task(name: str) -> Task:
 
 
 def list_tasks() -> list[str]:
+    """Names of the registered tasks, sorted."""
     return sorted(_TASKS)
