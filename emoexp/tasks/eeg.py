@@ -27,6 +27,18 @@ def _encoder_choices() -> tuple[str, ...]:
     return ("auto", *model_options("eeg_encoder"))
 
 
+def _fusion_choices() -> tuple[str, ...]:
+    from emoexp.models.fusion import FUSIONS
+
+    return FUSIONS
+
+
+def _pooling_choices() -> tuple[str, ...]:
+    from emoexp.models.video import POOLINGS
+
+    return POOLINGS
+
+
 @dataclass
 class EEGConfig(TrainConfig):
     """What the two EEG entry points of seed 000 share: windows and the encoder."""
@@ -108,8 +120,8 @@ class FinetuneEavConfig(EEGConfig):
         "video_pooling", "video_detector",
     )
     CHOICES: ClassVar[dict[str, Any]] = {
-        "channel_adapter": ("linear", "identity"), "fusion": ("concat", "attention"),
-        "condition": ("listening", "speaking", "both"), "video_pooling": ("mean", "attention"),
+        "channel_adapter": ("linear", "identity"), "fusion": _fusion_choices,
+        "condition": ("listening", "speaking", "both"), "video_pooling": _pooling_choices,
     }
 
     def __post_init__(self) -> None:
