@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from emoexp import distributed as D
 from emoexp import tracking as T
 from emoexp.checkpoints import jsonable
 from emoexp.config import (
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # Fault injection for the kill-and-continue test: the process SIGKILLs itself right after the
 # named epoch's checkpoint is written and logged, as a crash or an OOM-killer would.
 FAULT_ENV = "EMOEXP_FAULT_KILL_AFTER_EPOCH"
+FAULT_RANK_ENV = "EMOEXP_FAULT_RANK"  # under DDP: which rank dies (default 0)
 
 
 @dataclass
@@ -99,10 +101,22 @@ def fit(
         )
     asked = cfg  # as set (logged as params); `prepare` resolves e.g. encoder=auto (logged as resolved.*)
     cfg = task.prepare(cfg)
-    device = _device(cfg.device)
-    _seed_everything(cfg.seed)
+    if cfg.nproc > 1 and not D.under_torchrun():
+        raise ConfigError(f"nproc={cfg.nproc}: start data-parallel training with `emoexp train --nproc "
+                          f"{cfg.nproc}` or `torchrun --nproc_per_node={cfg.nproc} -m emoexp train ...`")
+    dist, device = D.setup(cfg.device)
+    try:
+        D.fail_on_sigterm(dist)
+        return _fit(task, cfg, asked, resume, dist, device or _device(cfg.device), track=track and dist.is_main,
+                    epoch_callback=epoch_callback, nested=nested, extra_tags=extra_tags)
+    finally:
+        D.teardown(dist)
 
-    data = task.build_data(cfg)
+
+def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, nested, extra_tags) -> Result:
+    _seed_everything(cfg.seed)
+    with D.main_first(dist):  # rank 0 fills the data caches; the others then read them
+        data = task.build_data(cfg)
     if resume is not None:  # the checkpoint's fitted preprocessing, not one refitted on today's data
         data = task.reuse_fitted(data, resume.state.get("info", {}))
     info = {**data.info, "heads": data.heads}
@@ -112,6 +126,9 @@ def fit(
     if resume is None:
         pretrained_tags = dict(task.init_from_pretrained(model, cfg, info))
         pretrained_tags.update(T.resolved_source_tags(pretrained_tags))
+    if dist.enabled and hasattr(model, "optimizer_parameters"):
+        raise ConfigError(f"{task.name} unfreezes parts of its network during training, which "
+                          "DistributedDataParallel does not follow: train it in one process (nproc=1)")
     model.to(device)
 
     start_epoch = 0
@@ -141,6 +158,8 @@ def fit(
     scheduler = _scheduler(cfg, optimizer, total_epochs)
     if resume is not None:
         _restore(resume, cfg, model, optimizer, scheduler, total_epochs)
+    model = D.wrap_model(model, dist, device)  # what trains: DDP across ranks, else the network
+    net = D.unwrap(model)  # the network itself: its state is what checkpoints and the logged model hold
 
     primary = data.primary_head
     loss_weights = task.head_loss_weights(cfg, info)
@@ -164,13 +183,14 @@ def fit(
     with run_ctx as tracker:
         out_dir = T.local_run_dir(tracker.run_id, cfg.output_dir)
         ckpt_dir = out_dir / T.ART_CKPT_DIR
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if dist.is_main:  # rank 0 writes every record; the other ranks only train
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
         if resume is not None and resume.kind == "continue":
             _relog_missing_epochs(tracker, history)
             tracker.set_tags({T.TAG_CONTINUED: start_epoch})
         else:
             lineage = _start_run_records(
-                tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags
+                tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags, dist
             )
         if resume is not None:
             _restore_rng(resume.state["rng"])  # last: construction above consumed randomness
@@ -179,9 +199,11 @@ def fit(
         fault_epoch = int(os.environ.get(FAULT_ENV, "0") or 0)
         for epoch in range(start_epoch + 1, total_epochs + 1):
             metrics = _train_one_epoch(
-                task, cfg, model, optimizer, data, weights, primary, loss_weights, device, epoch, total_epochs
+                task, cfg, model, optimizer, data, weights, primary, loss_weights, device, epoch, total_epochs,
+                dist,
             )
-            metrics.update(evaluate_split(model, data.val, data.heads, primary, device, cfg, loss_weights, task=task))
+            metrics.update(evaluate_split(net, data.val, data.heads, primary, device, cfg, loss_weights, task=task,
+                                          dist=dist))
             scheduler.step()
             if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
                 raise FloatingPointError(f"the loss became {metrics[T.M_TRAIN_LOSS]} at epoch {epoch}")
@@ -195,7 +217,7 @@ def fit(
             )
             if improved:
                 best = {"value": float(value), "epoch": epoch, "metric": cfg.monitor}
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                 patience_count = 0
             else:
                 patience_count += 1
@@ -205,7 +227,7 @@ def fit(
                 "config": cfg.to_dict(),
                 "info": jsonable(info),
                 "epoch": epoch,
-                "model": model.state_dict(),
+                "model": net.state_dict(),
                 "best_model": best_state,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
@@ -219,14 +241,16 @@ def fit(
                 "inherited_tags": pretrained_tags,
                 "rng": _rng_state(),
             }
-            _write_checkpoints(tracker, ckpt_dir, state, epoch, improved, cfg.checkpoint_every)
+            if dist.is_main:
+                _write_checkpoints(tracker, ckpt_dir, state, epoch, improved, cfg.checkpoint_every)
             tracker.log_metrics(metrics, step=epoch)
-            log.info(
+            log.log(
+                logging.INFO if dist.is_main else logging.DEBUG,
                 "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.3f  val_f1 %.3f",
                 epoch, total_epochs, metrics[T.M_TRAIN_LOSS], metrics[T.M_VAL_LOSS],
                 metrics[T.M_VAL_ACC], metrics[T.M_VAL_F1],
             )
-            if fault_epoch == epoch:
+            if fault_epoch == epoch and dist.rank == int(os.environ.get(FAULT_RANK_ENV, "0") or 0):
                 os.kill(os.getpid(), signal.SIGKILL)
             if epoch_callback is not None and epoch_callback(epoch, metrics):
                 stop_reason = "pruned"
@@ -236,8 +260,8 @@ def fit(
                 log.info("early stopping: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
                 break
 
-        result = _finish(task, cfg, model, best_state, data, info, tracker, history, best, device,
-                         stop_reason, out_dir, weights, loss_weights, run_start)
+        result = _finish(task, cfg, net, best_state, data, info, tracker, history, best, device,
+                         stop_reason, out_dir, weights, loss_weights, run_start, dist)
     return result
 
 
@@ -252,7 +276,8 @@ def _run_name(task: Task, cfg: TrainConfig, resume: Resume | None) -> str:
     return name
 
 
-def _start_run_records(tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags):
+def _start_run_records(tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags,
+                       dist=D.SINGLE):
     """Params, tags, config, split, dataset and (branch) lineage records of a new run.
 
     Params are the config as it was set (``asked``), the same whichever way the run started
@@ -272,6 +297,7 @@ def _start_run_records(tracker, task, asked, cfg, data, weights, resume, lineage
         "n_test": len(data.test) if data.test is not None else 0,
         "n_classes": len(data.class_names),
         "split_scheme": data.split.get("scheme", cfg.split),
+        "world_size": dist.world,  # ranks that trained it (batch_size is the global batch)
     })
     tracker.log_params(params)
     dataset_name = str(data.info.get("dataset") or task.dataset)
@@ -339,15 +365,19 @@ def _weight_changes(old: dict[str, float], new: dict[str, float], uri: str, epoc
 
 
 def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_weights, device,
-                     epoch, total_epochs) -> dict[str, float]:
+                     epoch, total_epochs, dist=D.SINGLE) -> dict[str, float]:
     import torch
     from tqdm.auto import tqdm
 
-    # The epoch's order depends on (seed, epoch) alone, so a resumed run sees the same batches.
+    # The epoch's order depends on (seed, epoch) alone, so a resumed run sees the same batches;
+    # so do dropout and augmentation draws (seeded per epoch and rank), so that a continued run,
+    # one process or N ranks, repeats an uninterrupted one.
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    loader = _loader(data.train, cfg, gen, data.train_targets, weights, data.class_names, task)
-    if hasattr(model, "start_epoch"):  # training phases by epoch (EEG-LLM: LoRA only, then the backbone)
-        model.start_epoch(epoch)
+    _seed_everything(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)
+    loader = _loader(data.train, cfg, gen, data.train_targets, weights, data.class_names, task, dist)
+    net = D.unwrap(model)
+    if hasattr(net, "start_epoch"):  # training phases by epoch (EEG-LLM: LoRA only, then the backbone)
+        net.start_epoch(epoch)
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     total, n, t0 = 0.0, 0, time.perf_counter()
@@ -356,7 +386,8 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
     # gradient scaling; on CPU both are no-ops and the loop is the plain float32 one.
     amp = bool(getattr(cfg, "mixed_precision", False)) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", leave=False, disable=None, unit="batch")
+    bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", leave=False, disable=None if dist.is_main else True,
+               unit="batch")
     for batch in bar:
         batch = _to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
@@ -371,6 +402,7 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
         n += bs
         if bar.disable is False:
             bar.set_postfix(loss=f"{total / n:.4f}")
+    total, n = D.all_sum([total, float(n)], dist)  # every rank's share of the epoch
     dt = time.perf_counter() - t0
     return {
         T.M_TRAIN_LOSS: total / max(n, 1),
@@ -381,12 +413,16 @@ def _train_one_epoch(task, cfg, model, optimizer, data, weights, primary, loss_w
 
 
 def evaluate_split(model, dataset, heads, primary, device, cfg, loss_weights, prefix="val", return_preds=False,
-              task=None):
-    """Metrics of ``model`` on ``dataset`` (and, with ``return_preds``, the predictions too), with
-    ``task``'s own metrics across heads (e.g. ``val_joint_accuracy``)."""
+                   task=None, dist=D.SINGLE):
+    """Metrics of ``model`` on the whole of ``dataset`` (and, with ``return_preds``, the predictions
+    too), with ``task``'s own metrics across heads (e.g. ``val_joint_accuracy``). Under DDP each
+    rank predicts one block and the blocks are gathered: every rank gets the whole set's metrics."""
+    from torch.utils.data import Subset
+
     from emoexp.evaluation import classification_metrics, predict
 
-    preds = predict(model, dataset, heads, device, cfg.batch_size, _collate)
+    part = Subset(dataset, D.shard(len(dataset), dist).tolist()) if dist.enabled else dataset
+    preds = D.gather_predictions(predict(model, part, heads, device, cfg.batch_size, _collate), dist)
     out: dict[str, float] = {}
     total_loss = 0.0
     for head, classes in heads.items():
@@ -407,7 +443,7 @@ def evaluate_split(model, dataset, heads, primary, device, cfg, loss_weights, pr
 
 
 def _finish(task, cfg, model, best_state, data, info, tracker, history, best, device, stop_reason,
-            out_dir, weights, loss_weights, run_start: int = 0) -> Result:
+            out_dir, weights, loss_weights, run_start: int = 0, dist=D.SINGLE) -> Result:
     """Best weights back in, test metrics, evaluation artifacts, the MLflow model; all from this
     run's own epochs (after ``run_start``), never an ancestor's."""
     from emoexp.evaluation import write_eval_artifacts
@@ -422,12 +458,12 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
     preds = None
     if data.test is not None and len(data.test) and not pruned:
         test_metrics, preds = evaluate_split(model, data.test, data.heads, data.primary_head, device, cfg,
-                                        loss_weights, prefix="test", return_preds=True, task=task)
+                                             loss_weights, prefix="test", return_preds=True, task=task, dist=dist)
         final.update({k: v for k, v in test_metrics.items() if "_f1." not in k})
     tracker.log_metrics(final, step=len(history))  # history holds every epoch from 1
     tracker.set_tags({T.TAG_STOP_REASON: stop_reason})
     eval_dir = out_dir / T.ART_EVAL_DIR
-    if not pruned:
+    if not pruned and dist.is_main:
         preds = write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
                                      split_name, history, preds=preds)
         task.error_analysis(eval_set, preds, data.heads, eval_dir)
@@ -513,7 +549,8 @@ def _restore(resume: Resume, cfg, model, optimizer, scheduler, total_epochs: int
         scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
 
 
-def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: list[str], task=None):
+def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: list[str], task=None,
+            dist=D.SINGLE):
     import torch
     from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
@@ -527,9 +564,13 @@ def _loader(dataset, cfg, gen, targets, weights: dict[str, float], class_names: 
         # Per-sample weight = its class's weight: "sadness=5" draws sadness windows 5x as often.
         per_sample = torch.as_tensor(w[np.asarray(targets)], dtype=torch.double)
         sampler = WeightedRandomSampler(per_sample, num_samples=len(dataset), replacement=True, generator=gen)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=_collate,
+    # batch_size is the global batch: each of the ranks takes its share of it and of the stream
+    batch = max(cfg.batch_size // dist.world, 1)
+    if dist.enabled:
+        sampler = D.shard_sampler(sampler, dist)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=_collate,
                       num_workers=cfg.num_workers, generator=gen,
-                      persistent_workers=False, drop_last=len(sampler) > cfg.batch_size)
+                      persistent_workers=False, drop_last=len(sampler) > batch)
 
 
 def _collate(batch):
@@ -602,13 +643,19 @@ def branch(uri: str, overrides: dict[str, Any] | None = None, **fit_kwargs) -> R
     Architecture keys come back from the checkpoint; run-time knobs stay overridable.
     ``epochs`` is how many more epochs to train.
     """
+    task, cfg, resume = plan_branch(uri, overrides)
+    return fit(task, cfg, resume=resume, **fit_kwargs)
+
+
+def plan_branch(uri: str, overrides: dict[str, Any] | None = None) -> tuple[Task, TrainConfig, Resume]:
+    """What :func:`branch` will run: the checkpoint's task, the merged config, the resume."""
     from emoexp.checkpoints import load_from_uri
 
     state = load_from_uri(uri)
     task = get_task(state["task"])
     cfg = apply_overrides(task.default_config(), {**(overrides or {}), "resume_from": uri})
     resume, cfg = _branch_from(task, cfg, state)
-    return fit(task, cfg, resume=resume, **fit_kwargs)
+    return task, cfg, resume
 
 
 def _branch_from(task: Task, cfg: TrainConfig, state: dict[str, Any] | None = None) -> tuple[Resume, TrainConfig]:
@@ -647,6 +694,12 @@ def _inherited_tags(state: dict[str, Any]) -> dict[str, str]:
 
 def continue_run(run_id: str, **fit_kwargs) -> Result:
     """The same run, after a crash or kill, from its last checkpoint (local staging or artifact)."""
+    task, cfg, resume = plan_continue(run_id)
+    return fit(task, cfg, resume=resume, **fit_kwargs)
+
+
+def plan_continue(run_id: str) -> tuple[Task, TrainConfig, Resume]:
+    """What :func:`continue_run` will run: the run's task and config, and its newest checkpoint."""
     from mlflow import MlflowClient
 
     from emoexp.checkpoints import CheckpointError, load_checkpoint, resolve_local
@@ -673,7 +726,7 @@ def continue_run(run_id: str, **fit_kwargs) -> Result:
     task = get_task(state["task"])
     cfg = _config_from_state(task, state, {})
     log.info("continuing run %s from epoch %d (%s)", run_id, state["epoch"], src)
-    return fit(task, cfg, resume=Resume("continue", state, src, run_id=run_id), **fit_kwargs)
+    return task, cfg, Resume("continue", state, src, run_id=run_id)
 
 
 def _config_from_state(task: Task, state: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:

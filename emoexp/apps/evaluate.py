@@ -136,7 +136,6 @@ def evaluate_model(
 
 
 def _log(task, cfg, model_uri, source, out: Path, metrics, split, new_run, experiment_name) -> str:
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -153,13 +152,13 @@ def _log(task, cfg, model_uri, source, out: Path, metrics, split, new_run, exper
         exp = client.get_experiment(client.get_run(source).info.experiment_id).name
     else:
         exp = f"{task.name}-evaluation"
-    mlflow.set_experiment(exp)
-    with mlflow.start_run(run_name=f"evaluate-{task.name}-{tag}",
-                          description=f"Evaluation of {model_uri} on {cfg.data_dir} ({split})") as run:
+    # T.mlflow_run: the same lifecycle (FAILED on error) and code tags as every other run
+    with T.mlflow_run(experiment_name=exp, run_name=f"evaluate-{task.name}-{tag}",
+                      description=f"Evaluation of {model_uri} on {cfg.data_dir} ({split})") as run:
         # Not tagged emoexp.task: an evaluation run is no training run (promote and runs list skip it).
-        mlflow.set_tags({"emoexp.evaluated_task": task.name, "emoexp.evaluation": "true",
-                         "emoexp.evaluated_model": model_uri, **({"emoexp.evaluated_run": source} if source else {})})
-        mlflow.log_params({"model_uri": model_uri, "data_dir": str(cfg.data_dir), "split": split})
-        mlflow.log_metrics(dict(metrics))
-        mlflow.log_artifacts(str(out), T.ART_EVAL_DIR)
-        return run.info.run_id
+        run.set_tags({"emoexp.evaluated_task": task.name, "emoexp.evaluation": "true",
+                      "emoexp.evaluated_model": model_uri, **({"emoexp.evaluated_run": source} if source else {})})
+        run.log_params({"model_uri": model_uri, "data_dir": str(cfg.data_dir), "split": split})
+        run.log_metrics(dict(metrics), step=0)
+        run.log_artifacts(str(out), T.ART_EVAL_DIR)
+        return run.run_id
