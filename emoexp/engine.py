@@ -84,11 +84,14 @@ def fit(
     epoch_callback: EpochCallback | None = None,
     nested: bool = False,
     extra_tags: dict[str, str] | None = None,
+    data: Any = None,
 ) -> Result:
     """Train ``task`` with ``cfg``; returns the :class:`Result`.
 
     ``epoch_callback(epoch, metrics)`` runs after each epoch is logged; returning True stops
     the run early (sweeps use it to prune). ``track=False`` runs with no MLflow at all.
+    ``data``: a :class:`~emoexp.data.base.DataBundle` built already (cross-validation builds the
+    data once and hands each fold its bundle); None builds it with ``task.build_data(cfg)``.
     """
 
     task = get_task(task) if isinstance(task, str) else task
@@ -108,15 +111,16 @@ def fit(
     try:
         D.fail_on_sigterm(dist)
         return _fit(task, cfg, asked, resume, dist, device or _device(cfg.device), track=track and dist.is_main,
-                    epoch_callback=epoch_callback, nested=nested, extra_tags=extra_tags)
+                    epoch_callback=epoch_callback, nested=nested, extra_tags=extra_tags, data=data)
     finally:
         D.teardown(dist)
 
 
-def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, nested, extra_tags) -> Result:
+def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, nested, extra_tags, data) -> Result:
     _seed_everything(cfg.seed)
-    with D.main_first(dist):  # rank 0 fills the data caches; the others then read them
-        data = task.build_data(cfg)
+    if data is None:
+        with D.main_first(dist):  # rank 0 fills the data caches; the others then read them
+            data = task.build_data(cfg)
     if resume is not None:  # the checkpoint's fitted preprocessing, not one refitted on today's data
         data = task.reuse_fitted(data, resume.state.get("info", {}))
     info = {**data.info, "heads": data.heads}
@@ -301,7 +305,8 @@ def _start_run_records(tracker, task, asked, cfg, data, weights, resume, lineage
     })
     tracker.log_params(params)
     dataset_name = str(data.info.get("dataset") or task.dataset)
-    tags = {T.TAG_TASK: task.name, T.TAG_MODALITY: task.modality, T.TAG_DATASET: dataset_name}
+    tags = {T.TAG_TASK: task.name, T.TAG_MODALITY: task.modality, T.TAG_DATASET: dataset_name,
+            T.TAG_MODEL_KIND: T.MODEL_KIND_DEEP}
     tags.update(pretrained_tags)
     tags.update(extra_tags or {})
     entry = {

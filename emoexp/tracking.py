@@ -36,6 +36,9 @@ TAG_CHANNEL_ADAPTER = "emoexp.channel_adapter"
 TAG_STUDY = "emoexp.study"
 TAG_TRIAL = "emoexp.trial_number"
 TAG_STOP_REASON = "emoexp.stop_reason"
+TAG_MODEL_KIND = "emoexp.model_kind"    # deep | baseline (a classical model on classical features)
+MODEL_KIND_DEEP = "deep"
+MODEL_KIND_BASELINE = "baseline"
 TAG_SWEEP = "emoexp.sweep"              # = SWEEP_PARENT on the run that holds a study's trials
 SWEEP_PARENT = "parent"
 TAG_BEST_RUN = "emoexp.best_run_id"     # on a sweep parent: the best trial's run
