@@ -15,7 +15,8 @@ What :func:`load_deap` does (seed 004), in order:
    ``levels=3`` low/medium/high at ``bin_edges`` (default: equal thirds of [1, 9], 3.667 and
    6.333; a rating equal to an edge goes to the upper class).
 
-Windows (``window_size`` samples, consecutive windows sharing ``overlap`` samples) are indices
+Windows (``window_size`` samples, one every ``stride = window_size - overlap`` samples: seed 004
+spells it ``overlap``; :func:`emoexp.data.windows.window_starts`) are indices
 (trial, start) into the trial array, never copies; z-scoring and quantization happen per window
 when a dataset item is read (:mod:`emoexp.data.eeg_tokens`).
 """
@@ -187,12 +188,3 @@ def load_deap(data_dir: str | os.PathLike, *, baseline: str = "subtract", levels
                                     high_inclusive=high_inclusive, bin_edges=bin_edges) for name in TARGETS}
     return DeapTrials(eeg=np.concatenate(eegs), targets=targets, ratings=r, subject=np.concatenate(subjects),
                       trial=np.concatenate(trials), class_names=list(LEVEL_NAMES[levels]))
-
-
-def window_starts(n_samples: int, window_size: int, overlap: int) -> np.ndarray:
-    """Start samples of the windows of one trial (consecutive windows share ``overlap`` samples)."""
-    if window_size < 1 or not 0 <= overlap < window_size:
-        raise ValueError(f"need window_size >= 1 and 0 <= overlap < window_size, got {window_size}, {overlap}")
-    if n_samples < window_size:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(0, n_samples - window_size + 1, window_size - overlap, dtype=np.int64)

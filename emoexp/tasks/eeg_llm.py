@@ -93,9 +93,9 @@ class TrainEEGLLM(Task):
             DEAP_SAMPLE_RATE,
             load_deap,
             parse_bin_edges,
-            window_starts,
         )
         from emoexp.data.eeg_tokens import EEGTokenDataset, cut_windows
+        from emoexp.data.windows import stride_from_overlap, window_starts
 
         try:
             edges = parse_bin_edges(cfg.bin_edges)
@@ -111,7 +111,7 @@ class TrainEEGLLM(Task):
                 raise ConfigError(str(e)) from None
             raise
         n_samples = trials.eeg.shape[2]
-        starts = window_starts(n_samples, cfg.window_size, cfg.overlap)
+        starts = window_starts(n_samples, cfg.window_size, stride_from_overlap(cfg.window_size, cfg.overlap))
         if not len(starts):
             raise ConfigError(f"{cfg.data_dir}: trials hold {n_samples} samples after the baseline step, "
                               f"fewer than window_size={cfg.window_size}")

@@ -20,7 +20,6 @@ from emoexp.data.deap import (
     parse_bin_edges,
     rating_classes,
     read_deap_file,
-    window_starts,
 )
 from emoexp.data.eeg_tokens import (
     Tokenizer,
@@ -143,14 +142,6 @@ def test_rating_thresholds_are_configurable():
     with pytest.raises(ValueError, match="two numbers"):
         parse_bin_edges("4;6")
     assert parse_bin_edges("") is None
-
-
-def test_window_starts():
-    assert window_starts(10, 4, 2).tolist() == [0, 2, 4, 6]
-    assert window_starts(10, 4, 0).tolist() == [0, 4]
-    assert window_starts(3, 4, 0).tolist() == []
-    with pytest.raises(ValueError):
-        window_starts(10, 4, 4)
 
 
 # ------------------------------------------------------------------------------------------------
