@@ -1,7 +1,13 @@
 """Optuna studies driving the engine: each trial a nested MLflow run, pruned per epoch, resumable.
 
-``--n-trials`` is the study's total: the same command run again after an interruption finishes
-what is left (``load_if_exists``), and workers started at once on one storage share the work.
+``--n-trials`` is the number of finished (COMPLETE or PRUNED) trials the study ends with, whoever
+runs them: the same command run again after an interruption finishes what is left
+(``load_if_exists``), and workers started at once on one storage share the work. A trial that
+fails is replaced (a worker gives up after ``n_trials`` failures of its own); a worker killed
+mid-trial stops beating (RDB heartbeat) and its trial is run again with the same parameters by
+another worker (Optuna's ``RetryHeartbeatStaleTrialCallback``). Workers do not overshoot: a trial
+started when enough others are finished or running ahead of it is dropped at once (FAIL, user
+attribute ``emoexp.surplus``) before it trains.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +29,23 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_OBJECTIVE = T.M_BEST_VAL_F1
 TIE_BREAK = 1e-6  # weight of the validation loss in the values reported to the pruner
+MAX_RETRY = 2     # a lost worker's trial is run again at most this many times
+ATTR_SURPLUS = "emoexp.surplus"   # user attr of a trial dropped because the study had its trials
+ATTR_WORKER = "emoexp.worker"     # user attr: host:pid of the worker that ran the trial
 
 
 @dataclass
 class SweepResult:
     study_name: str
     parent_run_id: str | None
-    n_trials: int                       # trials in the study now (all states)
+    n_trials: int                       # trials in the study now (all states, dropped ones too)
     best_value: float | None
     best_params: dict[str, Any] = field(default_factory=dict)
     best_run_id: str | None = None
-    states: dict[str, int] = field(default_factory=dict)
+    states: dict[str, int] = field(default_factory=dict)   # Optuna's states, dropped surplus trials left out
     epochs_trained: int = 0             # this invocation's epochs, all trials
+    n_finished: int = 0                 # COMPLETE + PRUNED: what n_trials counts
+    n_surplus: int = 0                  # trials dropped before training (workers' race at the end)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +144,8 @@ def make_sampler(seed: int):
 
 def make_storage(url: str, heartbeat_interval: int = 60):
     """A URL -> an Optuna storage. RDB URLs (sqlite, postgresql, mysql) get a heartbeat, so a
-    worker killed mid-trial leaves a FAIL, not a trial RUNNING forever; ``journal:PATH`` is the
-    file journal (faster, no heartbeat)."""
+    worker killed mid-trial leaves a FAIL, not a trial RUNNING forever, and that trial is queued
+    again (:class:`RetryLostTrial`); ``journal:PATH`` is the file journal (faster, no heartbeat)."""
     import warnings
 
     import optuna
@@ -148,7 +160,6 @@ def make_storage(url: str, heartbeat_interval: int = 60):
     if url.startswith("sqlite"):
         # Several workers on one file: wait for the lock instead of failing "database is locked".
         engine_kwargs = {"connect_args": {"timeout": 30}}
-    import time
 
     import sqlalchemy.exc
 
@@ -157,43 +168,60 @@ def make_storage(url: str, heartbeat_interval: int = 60):
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                 grace_period=max(2 * heartbeat_interval, 2),
+                heartbeat_stale_trial_callback=RetryLostTrial(MAX_RETRY),
             )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             # Workers started at once on a new database race to create its schema; the loser
             # retries once the winner's tables are there. A database that is unreachable fails.
-            if attempt == 5 or "UNIQUE" not in str(e) and "locked" not in str(e) and "exists" not in str(e):
+            text = str(e).lower()  # sqlite: UNIQUE constraint, locked; PostgreSQL: duplicate key, exists
+            if attempt == 5 or not any(w in text for w in ("unique", "duplicate", "locked", "exists")):
                 raise
             log.info("optuna storage busy (%s); retrying", str(e).splitlines()[0])
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
-def _fail_stale(study) -> None:
-    """Mark trials whose worker stopped beating as FAIL now (not when the next trial starts),
-    and end their MLflow runs FAILED too, so neither side shows a dead trial as RUNNING."""
-    import optuna
-    from optuna.storages import fail_stale_trials
+class RetryLostTrial:
+    """The storage's ``heartbeat_stale_trial_callback``: Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` queues the lost trial again (WAITING, same parameters,
+    at most ``max_retry`` times), and the lost trial's MLflow run ends FAILED, tagged
+    ``emoexp.stop_reason=worker_lost``, so neither side shows a dead trial as RUNNING."""
 
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-    if not running:
-        return
-    fail_stale_trials(study)
-    failed = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-              if t.number in running]
-    if not failed:
-        return
+    def __init__(self, max_retry: int = MAX_RETRY):
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study, trial) -> None:
+        worker = trial.user_attrs.get(ATTR_WORKER, "?")
+        log.warning("trial %d of %s lost its worker %s (no heartbeat): marked FAIL and queued again",
+                    trial.number, study.study_name, worker)
+        try:
+            _fail_trial_runs(study.study_name, trial.number)
+        except Exception as e:  # the retry matters more than the record
+            log.warning("could not mark the MLflow run of trial %d FAILED: %s", trial.number, e)
+        self._retry(study, trial)
+
+
+def _fail_trial_runs(study_name: str, number: int) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient()
     exps = [e.experiment_id for e in client.search_experiments()]
-    for number in failed:
-        log.warning("trial %d of %s lost its worker (no heartbeat): marked FAIL", number, study.study_name)
-        runs = client.search_runs(exps, filter_string=(
-            f"tags.`{T.TAG_STUDY}` = '{study.study_name}' AND tags.`{T.TAG_TRIAL}` = '{number}' "
-            "AND attributes.status = 'RUNNING'"))
-        for run in runs:
-            client.set_tag(run.info.run_id, T.TAG_STOP_REASON, "worker_lost")
-            client.set_terminated(run.info.run_id, "FAILED")
+    runs = client.search_runs(exps, filter_string=(
+        f"tags.`{T.TAG_STUDY}` = '{study_name}' AND tags.`{T.TAG_TRIAL}` = '{number}' "
+        "AND attributes.status = 'RUNNING'"))
+    for run in runs:
+        client.set_tag(run.info.run_id, T.TAG_STOP_REASON, "worker_lost")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+def _fail_stale(study) -> None:
+    """Fail the trials whose worker stopped beating now, not when this worker's next trial starts
+    (the storage's callback, :class:`RetryLostTrial`, queues them again)."""
+    from optuna.storages import fail_stale_trials
+
+    fail_stale_trials(study)
 
 
 def _direction(metric: str) -> str:
@@ -236,9 +264,7 @@ def run_sweep(
         direction=_direction(metric), sampler=make_sampler(seed),
         pruner=make_pruner(pruner),
     )
-    _fail_stale(study)
     study.set_user_attr("task", task_name)
-    remaining = n_trials - len(study.trials)
     epochs_trained = 0
     experiment = experiment_name or base_cfg.experiment_name or task_name
     parent_id = None
@@ -253,6 +279,12 @@ def run_sweep(
 
         def objective(trial) -> float:
             nonlocal epochs_trained
+            trial.set_user_attr(ATTR_WORKER, _worker_id())
+            ahead = sum(1 for t in study.get_trials(deepcopy=False, states=_counted_states()) if t.number < trial.number)
+            if ahead >= n_trials:  # another worker started the study's last trial at the same moment
+                trial.set_user_attr(ATTR_SURPLUS, True)
+                raise SurplusTrial(f"trial {trial.number} not needed: {ahead} trials are finished or under way "
+                                   f"ahead of it (n_trials={n_trials}); dropped before training")
             params = suggest(trial, space_spec)
             cfg = apply_overrides(base_cfg, params)
             cfg = apply_overrides(cfg, {"run_name": f"{task_name}-trial{trial.number:03d}",
@@ -287,17 +319,78 @@ def run_sweep(
                 raise FloatingPointError(f"trial {trial.number}: {metric} is {value}")
             return value
 
-        if remaining > 0:
-            log.info("study %s: %d of %d trials done; running up to %d more",
-                     study_name, len(study.trials), n_trials, remaining)
-            study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True,
-                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)])
-        else:
-            log.info("study %s already has %d trials (n_trials=%d): nothing to run",
-                     study_name, len(study.trials), n_trials)
+        _run_trials(study, objective, n_trials, heartbeat=not storage.startswith("journal:"),
+                    poll_s=max(0.5, min(5.0, heartbeat_interval / 2)))
         result = _summarise(study, parent_id, epochs_trained)
         _record_parent(parent, study, result, metric)
     return result
+
+
+class SurplusTrial(RuntimeError):
+    """A trial started when the study had its trials (finished or under way): dropped untrained."""
+
+
+def _finished_states():
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _counted_states():
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def _worker_id() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _run_trials(study, objective, n_trials: int, *, heartbeat: bool, poll_s: float) -> None:
+    """Run trials until the study has ``n_trials`` finished (COMPLETE or PRUNED) ones, counting
+    every worker's. One trial per ``optimize`` call (Optuna's heartbeat, pruning, NaN and error
+    handling), with the count checked before each: ``MaxTrialsCallback`` checks only after a trial,
+    so workers finishing together would each start one more. When the others' running trials would
+    finish the study, this worker waits for them instead of leaving: if their worker dies, their
+    heartbeat stops and the trial comes back (WAITING) to be run here."""
+    from optuna.trial import TrialState
+
+    finished_states = _finished_states()
+    own_failures = 0
+    said_wait = False
+    last: list = []
+    while True:
+        _fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in finished_states for t in trials)
+        if finished >= n_trials:
+            log.info("study %s: %d of %d trials finished", study.study_name, finished, n_trials)
+            return
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        if not waiting and finished + running >= n_trials:
+            if not heartbeat:  # no heartbeat: a dead worker's trial cannot be told from a slow one
+                log.info("study %s: %d finished, %d running elsewhere: leaving them to their workers",
+                         study.study_name, finished, running)
+                return
+            if not said_wait:
+                log.info("study %s: %d finished, %d running elsewhere: waiting for them (a lost worker's "
+                         "trial comes back here)", study.study_name, finished, running)
+                said_wait = True
+            time.sleep(poll_s)
+            continue
+        if own_failures >= n_trials:
+            log.error("study %s: %d trials failed in this worker: giving up (see the trials' error.txt)",
+                      study.study_name, own_failures)
+            return
+        said_wait = False
+        last.clear()
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                       callbacks=[lambda _study, frozen: last.append(frozen)])
+        if last and last[-1].state == TrialState.FAIL and not last[-1].user_attrs.get(ATTR_SURPLUS):
+            own_failures += 1
 
 
 def _objective_value(result, metric: str) -> float:
@@ -314,16 +407,19 @@ def _objective_value(result, metric: str) -> float:
 def _summarise(study, parent_id: str | None, epochs_trained: int) -> SweepResult:
     from collections import Counter
 
-    states = Counter(t.state.name for t in study.trials)
+    trials = study.get_trials(deepcopy=False)
+    surplus = [t for t in trials if t.user_attrs.get(ATTR_SURPLUS)]
+    states = Counter(t.state.name for t in trials if not t.user_attrs.get(ATTR_SURPLUS))
     try:
         best = study.best_trial
     except ValueError:
         best = None
     return SweepResult(
-        study_name=study.study_name, parent_run_id=parent_id, n_trials=len(study.trials),
+        study_name=study.study_name, parent_run_id=parent_id, n_trials=len(trials),
         best_value=best.value if best else None, best_params=dict(best.params) if best else {},
         best_run_id=best.user_attrs.get("mlflow_run_id") if best else None,
         states=dict(states), epochs_trained=epochs_trained,
+        n_finished=states.get("COMPLETE", 0) + states.get("PRUNED", 0), n_surplus=len(surplus),
     )
 
 

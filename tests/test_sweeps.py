@@ -79,7 +79,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(faced_root, space, tm
     res = run_sweep("pretrain_faced", _base(faced_root, epochs=1), n_trials=2,
                     storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="flaky", space=str(space),
                     pruner="none", experiment_name="test-sweep-fail")
-    assert res.states == {"FAIL": 1, "COMPLETE": 1}
+    assert res.states == {"FAIL": 1, "COMPLETE": 2}  # n_trials counts finished trials: the failed one is replaced
+    assert res.n_finished == 2 and res.n_trials == 3
 
 
 def test_pruned_trials_stop_early_and_are_tagged(faced_root, space, tmp_path):
@@ -150,7 +151,8 @@ def test_space_files_are_checked(tmp_path):
 
 
 def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_path):
-    """SIGKILL a worker mid-trial; the next invocation fails the stale trial and finishes the study."""
+    """SIGKILL a worker mid-trial; the next invocation fails the stale trial, runs it again with the
+    same parameters and finishes the study with its 2 trials."""
     storage = f"sqlite:///{tmp_path / 'hb.db'}"
     cmd = [sys.executable, "-m", "emoexp", "sweep", "pretrain_faced", "--n-trials", "2", "--storage", storage,
            "--study-name", "hb", "--space", str(space), "--pruner", "none", "--heartbeat", "1",
@@ -180,9 +182,9 @@ def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_p
     time.sleep(3)  # past the grace period (2 x heartbeat)
     res = run_sweep("pretrain_faced", _base(faced_root, epochs=1), n_trials=2, storage=storage, study_name="hb",
                     space=str(space), pruner="none", heartbeat_interval=1, experiment_name="test-hb")
-    states = [t.state.name for t in optuna.load_study(study_name="hb", storage=storage).trials]
-    assert "RUNNING" not in states
-    assert states[0] == "FAIL" and res.n_trials == 2 and states[1] == "COMPLETE"
+    trials = optuna.load_study(study_name="hb", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"] and res.n_finished == 2
+    assert trials[1].params == trials[0].params  # the lost trial, run again
     client = MlflowClient()
     lost = client.search_runs([client.get_experiment_by_name("test-hb").experiment_id],
                               filter_string=f"tags.`{T.TAG_TRIAL}` = '0'")
