@@ -361,9 +361,10 @@ def start_mlflow(stack: Stack, timeout: float = START_TIMEOUT_S) -> int:
                          "choose another with --port")
     art = Path(stack.dir) / "artifacts"
     art.mkdir(parents=True, exist_ok=True)
-    cmd = [*_mlflow_cmd(), "server", "--backend-store-uri", stack.mlflow_backend,
-           "--artifacts-destination", str(art), "--host", HOST, "--port", str(stack.port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [*_mlflow_cmd(), "server", "--artifacts-destination", str(art), "--host", HOST,
+           "--port", str(stack.port), "--workers", "1"]
+    # the database URL (with its password) goes in the environment: a command line is public (ps)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": stack.mlflow_backend}
     for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_RUN_ID"):
         env.pop(k, None)
     if stack.basic_auth:
@@ -388,7 +389,7 @@ def start_mlflow(stack: Stack, timeout: float = START_TIMEOUT_S) -> int:
     return proc.pid
 
 
-def _kill_group(pid: int, grace_s: float = 20.0) -> None:
+def _kill_group(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM the process group ``pid`` leads (the server and its workers), SIGKILL after ``grace_s``."""
     try:
         os.killpg(pid, signal.SIGTERM)
