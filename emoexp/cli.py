@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from emoexp.config import ConfigError, apply_overrides, field_help, field_types, load_preset
+from emoexp.config import (
+    ConfigError,
+    apply_overrides,
+    field_help,
+    field_types,
+    load_preset,
+    parse_pairs,
+)
 from emoexp.tasks import get_task, list_tasks
 
 log = logging.getLogger("emoexp")
@@ -36,15 +44,21 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         from emoexp.checkpoints import CheckpointError
         from emoexp.data.base import DataError
+        from emoexp.stack import StackError, tracking_error_line
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
+        except (ConfigError, DataError, CheckpointError, FileNotFoundError, StackError) as e:
             raise click.ClickException(str(e)) from None
         except ValueError as e:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
             raise click.ClickException(str(e)) from None
+        except Exception as e:  # a tracking server's refusal (login, permission, outage): one line
+            line = tracking_error_line(e)
+            if line is None or logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            raise click.ClickException(line) from None
 
     return wrapper
 
@@ -87,7 +101,10 @@ def _task_options(task) -> list[click.Parameter]:
     for name, typ in types.items():
         opt = "--" + name.replace("_", "-")
         # Real defaults for --help; only options given on the command line become overrides.
-        kw: dict[str, Any] = {"default": defaults[name], "help": helps[name], "show_default": True}
+        why = helps[name]
+        if name == "batch_size" and "global" not in why:
+            why += " (the global batch: with --nproc N each rank takes batch_size/N)"
+        kw: dict[str, Any] = {"default": defaults[name], "help": why, "show_default": True}
         if typ is bool:
             kw.update(type=click.BOOL, is_flag=False, flag_value=True)
         else:
@@ -123,10 +140,29 @@ def _flag_overrides(task, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
-    """The options set on the command line (not left at their defaults)."""
+    """The options set on the command line (not left at their defaults).
+
+    Under ``mlflow run`` every declared parameter arrives on the command line, given or not, so
+    there an option counts as set when it differs from its default.
+    """
     ctx = click.get_current_context()
-    return {k: v for k, v in values.items()
-            if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    given = {k: v for k, v in values.items()
+             if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    if _UNDER_MLFLOW_RUN:
+        given = {k: v for k, v in given.items() if v != _param_default(ctx, k)}
+    return given
+
+
+def _param_default(ctx: click.Context, name: str) -> Any:
+    for p in ctx.command.params:
+        if p.name == name:
+            return p.default
+    return None
+
+
+# `mlflow run` starts the entry point's command with the run it created in MLFLOW_RUN_ID (read at
+# import: the engine consumes the variable once it re-attaches to that run).
+_UNDER_MLFLOW_RUN = bool(os.environ.get("MLFLOW_RUN_ID"))
 
 
 def _task_overrides(task_name: str, preset: str | None, values: dict[str, Any]) -> dict[str, Any]:
@@ -150,29 +186,47 @@ def _task_command(task_name: str) -> click.Command:
         flags = _flag_overrides(task, values)
         overrides = {**_task_overrides(task_name, preset, values), **flags}
         cfg = apply_overrides(task.default_config(), overrides)
-        _run_training(task, cfg)
+        _run_training(task, cfg, overrides)
 
     return click.Command(task_name, params=params, callback=callback, help=task.summary,
                          short_help=task.summary)
 
 
-def _run_training(task, cfg) -> None:
+def _run_training(task, cfg, overrides: dict[str, Any]) -> None:
     from emoexp import engine
 
-    if cfg.resume_from:
-        result = engine.branch(cfg.resume_from, _diff(task, cfg))
-    else:
-        result = engine.fit(task, cfg)
+    if _launch_ranks(cfg.nproc, ["train", task.name, *_as_options(overrides)]):
+        return
+    result = engine.fit(task, cfg)  # a cfg with resume_from branches there, as for every caller
     _print_result(task.name, result)
 
 
-def _diff(task, cfg) -> dict[str, Any]:
-    """The options a user set on a branch resume (those differing from the task's defaults)."""
-    d, base = cfg.to_dict(), task.default_config().to_dict()
-    return {k: v for k, v in d.items() if v != base[k] and k != "resume_from"}
+def _as_options(overrides: dict[str, Any]) -> list[str]:
+    """Overrides -> the --dashed options that set them again (for the ranks torchrun starts)."""
+    out: list[str] = []
+    for k, v in overrides.items():
+        text = ("true" if v else "false") if isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
+        out += [f"--{k.replace('_', '-')}", text]
+    return out
+
+
+def _launch_ranks(nproc: int, args: list[str]) -> bool:
+    """nproc > 1 outside torchrun: start this command again as nproc ranks under torchrun (which
+    waits for them) and return True; otherwise False (this process trains)."""
+    from emoexp import distributed as D
+
+    if nproc <= 1 or D.under_torchrun():
+        return False
+    click.echo(f"starting {nproc} data-parallel ranks with torchrun", err=True)
+    code = D.launch(args, nproc)
+    if code:
+        raise click.ClickException(f"torchrun: a rank failed (exit code {code}); the run is marked FAILED")
+    return True
 
 
 def _print_result(name: str, result) -> None:
+    if os.environ.get("RANK", "0") != "0":  # DDP: rank 0 reports for all
+        return
     click.echo("")
     click.echo(f"{name}: run {result.run_id or '(not tracked)'}  stop: {result.stop_reason}")
     click.echo(f"  best {result.monitor} {result.best_value:.4f} at epoch {result.best_epoch}; "
@@ -180,6 +234,9 @@ def _print_result(name: str, result) -> None:
     if result.test_metrics:
         click.echo(f"  test_accuracy {result.test_metrics.get('test_accuracy', float('nan')):.4f}  "
                    f"test_macro_f1 {result.test_metrics.get('test_macro_f1', float('nan')):.4f}")
+    if result.first_epoch > 1:
+        click.echo(f"  a branch: judged on its own epochs {result.first_epoch}-{len(result.history)} "
+                   f"(its ancestors' bests are in lineage.json)")
     if result.run_id:
         click.echo(f"  checkpoints: runs:/{result.run_id}/checkpoints/last.pt   model: runs:/{result.run_id}/model")
 
@@ -209,8 +266,8 @@ def sweep() -> None:
 
 _SWEEP_OPTIONS = [
     click.Option(["--n-trials"], type=int, default=20, show_default=True, help="Total trials of the study."),
-    click.Option(["--storage"], default="sqlite:///optuna.db", show_default=True,
-                 help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH."),
+    click.Option(["--storage"], default="sqlite:///optuna.db", show_default=True, envvar="EMOEXP_OPTUNA_STORAGE",
+                 help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH [env: EMOEXP_OPTUNA_STORAGE]."),
     click.Option(["--study-name"], default="", help="Study name (default: <task>-sweep); reused if it exists."),
     click.Option(["--space"], default="", help="Search-space YAML (default: experiments/sweeps/<task>.yaml)."),
     click.Option(["--pruner"], type=click.Choice(["median", "hyperband", "none"]), default="median",
@@ -225,17 +282,6 @@ _SWEEP_OPTIONS = [
 ]
 
 
-def _semicolon_options(text: str) -> dict[str, str]:
-    out = {}
-    for part in text.split(";"):
-        if part.strip():
-            if "=" not in part:
-                raise ConfigError(f"--options: {part!r} should be key=value")
-            k, v = part.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
 def _sweep_command(task_name: str) -> click.Command:
     task = get_task(task_name)
     params = [*_SWEEP_OPTIONS, *_task_options(task)]
@@ -245,7 +291,8 @@ def _sweep_command(task_name: str) -> click.Command:
                  preset=None, **values) -> None:
         from emoexp.sweeps import run_sweep
 
-        overrides = {**_semicolon_options(options), **_task_overrides(task_name, preset, values)}
+        overrides = {**parse_pairs(options, sep=";", what="--options"),
+                     **_task_overrides(task_name, preset, values)}
         result = run_sweep(task_name, overrides, n_trials=n_trials,
                            storage=storage, study_name=study_name, space=space, pruner=pruner,
                            metric=metric, seed=sweep_seed, heartbeat_interval=heartbeat)
@@ -293,8 +340,10 @@ def resume(checkpoint, run_id, epochs, weights, lr, experiment_name, run_name, d
     if run_id:
         if any(v is not None for v in (epochs, weights, lr, experiment_name, run_name, description)) or sets:
             raise click.UsageError("--run continues a run exactly as it was configured; options are for branches")
-        result = engine.continue_run(run_id)
-        _print_result("resume", result)
+        task, cfg, res = engine.plan_continue(run_id)
+        if _launch_ranks(cfg.nproc, ["resume", "--run", run_id]):  # a DDP run continues as N ranks
+            return
+        _print_result("resume", engine.fit(task, cfg, resume=res))
         return
     overrides: dict[str, Any] = {}
     if weights is not None and not weights.strip():
@@ -304,13 +353,11 @@ def resume(checkpoint, run_id, epochs, weights, lr, experiment_name, run_name, d
                        ("description", description)):
         if value is not None:
             overrides[key] = value
-    for item in sets:
-        if "=" not in item:
-            raise click.UsageError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v
-    result = engine.branch(checkpoint, overrides)
-    _print_result("resume", result)
+    overrides.update(parse_pairs(sets, what="--set", form="KEY=VALUE"))
+    task, cfg, res = engine.plan_branch(checkpoint, overrides)
+    if _launch_ranks(cfg.nproc, ["resume", checkpoint, *(f"--set={k}={v}" for k, v in overrides.items())]):
+        return
+    _print_result("resume", engine.fit(task, cfg, resume=res))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,10 +435,7 @@ def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str
         get_dataset(dataset)
     except ValueError:
         raise click.UsageError(f"unknown dataset {dataset!r}; known: {', '.join(list_datasets())}") from None
-    options: dict[str, Any] = {}
-    for item in sets:
-        k, _, v = item.partition("=")
-        options[k.strip()] = _literal(v)
+    options = {k: _literal(v) for k, v in parse_pairs(sets, what="--set", form="KEY=VALUE").items()}
     path = synthesize(dataset, out, subjects=subjects, seed=seed, **options)
     click.echo(f"wrote synthetic {dataset} to {path}")
 
@@ -401,10 +445,11 @@ def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the sequence layout into.")
 @click.option("--seq-length", type=int, default=30, show_default=True, help="Frames per sequence window.")
-@click.option("--hop", type=int, default=15, show_default=True, help="Frames between window starts.")
+@click.option("--stride", "--hop", "stride", type=int, default=15, show_default=True,
+              help="Frames between window starts (--hop: the older spelling).")
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
 @_user_errors
-def data_import(dataset: str, source: str, out: str, seq_length: int, hop: int, on_bad_file: str) -> None:
+def data_import(dataset: str, source: str, out: str, seq_length: int, stride: int, on_bad_file: str) -> None:
     """Convert MultiPosture (SOURCE = data.csv) or BoLD (SOURCE = BOLD_public root) keypoints into
     the posture sequence layout (DIR/{train,val}/sequences/seq_NNN.npy + labels.json, 15 features
     per frame), so train_posture trains on them with their own label sets."""
@@ -413,7 +458,7 @@ def data_import(dataset: str, source: str, out: str, seq_length: int, hop: int, 
 
     policy = BadFilePolicy(on_bad_file)
     make = import_multiposture if dataset == "multiposture" else import_bold
-    path = make(source, out, seq_length=seq_length, hop=hop, policy=policy)
+    path = make(source, out, seq_length=seq_length, stride=stride, policy=policy)
     click.echo(f"wrote {dataset} sequences to {path}" + (f" ({len(policy.skipped)} bad rows/files skipped)"
                                                          if policy.skipped else ""))
 
@@ -529,9 +574,9 @@ def evaluate(model_uri, data_dir, split, out_dir, new_run, experiment_name, sets
     emoexp evaluate models:/emoexp-face@staging --data data/fer2013 --set dataset=fer2013
     emoexp evaluate runs:/<run_id>/checkpoints/best.pt --data data/affectnet --new-run
     """
-    from emoexp.evaluate import evaluate_model
+    from emoexp.apps.evaluate import evaluate_model
 
-    overrides = {k.strip(): _literal(v) for k, _, v in (item.partition("=") for item in sets)}
+    overrides = {k: _literal(v) for k, v in parse_pairs(sets, what="--set", form="KEY=VALUE").items()}
     ev = evaluate_model(model_uri, data_dir, split=split, out_dir=out_dir, overrides=overrides,
                         new_run=new_run, experiment_name=experiment_name)
     m = ev.metrics
@@ -548,20 +593,21 @@ def evaluate(model_uri, data_dir, split, out_dir, new_run, experiment_name, sets
 @click.option("--input", "input_path", type=click.Path(dir_okay=False),
               help="Audio file to stream (.wav, .flac, ...); without it, the microphone.")
 @click.option("--window", type=float, default=3.0, show_default=True, help="Window length, seconds.")
-@click.option("--hop", type=float, default=1.0, show_default=True, help="Seconds between window starts.")
+@click.option("--stride", "--hop", "stride", type=float, default=1.0, show_default=True,
+              help="Seconds between window starts (--hop: the older spelling).")
 @click.option("--device", "input_device", default=None, help="Microphone device name or index (sounddevice).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write one CSV row per window.")
 @_user_errors
-def listen(model_uri, input_path, window, hop, input_device, out) -> None:
+def listen(model_uri, input_path, window, stride, input_device, out) -> None:
     """Emotion per sliding window of speech, printed as it goes, with a speech model.
 
     \b
-    emoexp listen models:/emoexp-speech@staging --input talk.wav --window 3 --hop 1
+    emoexp listen models:/emoexp-speech@staging --input talk.wav --window 3 --stride 1
     emoexp listen models:/emoexp-speech@staging          # microphone (needs sounddevice)
     """
     import os
 
-    from emoexp import listen as L
+    from emoexp.apps import listen as L
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if input_path and not Path(input_path).is_file():
@@ -577,7 +623,7 @@ def listen(model_uri, input_path, window, hop, input_device, out) -> None:
 
             blocks = itertools.chain([first], blocks)
             click.echo(f"listening at {rate} Hz; Ctrl-C to stop", err=True)
-        for wp in L.listen(predict, classes, rate, blocks, window, hop):
+        for wp in L.listen(predict, classes, rate, blocks, window, stride):
             click.echo(L.format_line(wp))
             rows.append({"start_s": wp.start_s, "end_s": wp.end_s, "label": wp.label, "prob": wp.prob,
                          **{f"prob_{c}": p for c, p in wp.probs.items()}})
@@ -611,7 +657,7 @@ def posture_extract(video, pose_model, out, fps) -> None:
     \b
     emoexp posture extract talk.mp4 --pose-model pose_landmarker_full.task --out seq_001.npy
     """
-    from emoexp.posture_video import video_to_features
+    from emoexp.apps.posture_extract import video_to_features
 
     feats = video_to_features(video, pose_model, out_npy=out, fps=fps)
     click.echo(f"wrote {out}: {feats.shape[0]} frames x {feats.shape[1]} features")
@@ -639,7 +685,7 @@ def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, 
     """
     import os
 
-    from emoexp.video import predict_video, write_outputs
+    from emoexp.apps.predict_video import predict_video, write_outputs
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from emoexp.serving import face_classifier
@@ -666,8 +712,9 @@ def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, 
               help="Folder to write the HTML pages into.")
 @click.option("--metric", default="val_macro_f1", show_default=True,
               help="The metric runs are compared on (parallel coordinates, curves).")
-@click.option("--optuna-storage", default="", help="The sweeps' Optuna storage URL, for Optuna's own plots "
-              "(default: ./optuna.db when it exists).")
+@click.option("--optuna-storage", default="", envvar="EMOEXP_OPTUNA_STORAGE",
+              help="The sweeps' Optuna storage URL, for Optuna's own plots "
+              "(default: $EMOEXP_OPTUNA_STORAGE, else ./optuna.db when it exists).")
 @click.option("--max-runs", type=int, default=500, show_default=True, help="Read at most this many runs, newest first.")
 @_user_errors
 def dashboard(experiment: str, out_dir: str, metric: str, optuna_storage: str, max_runs: int) -> None:
@@ -683,6 +730,74 @@ def dashboard(experiment: str, out_dir: str, metric: str, optuna_storage: str, m
     index = build_dashboards(experiment=experiment or None, out_dir=out_dir, metric=metric,
                              optuna_storage=optuna_storage or None, max_runs=max_runs)
     click.echo(str(index))
+
+
+# ------------------------------------------------------------------------------------------------
+# stack: a team tracking server on one box (emoexp/stack.py)
+
+
+@main.group()
+def stack() -> None:
+    """A team tracking server on one box: PostgreSQL + `mlflow server`, on 127.0.0.1.
+
+    \b
+    eval "$(emoexp stack up --dir /srv/emoexp)"   # exports MLFLOW_TRACKING_URI, EMOEXP_OPTUNA_STORAGE
+    emoexp stack status --dir /srv/emoexp
+    emoexp stack down --dir /srv/emoexp
+    """
+
+
+@stack.command("up")
+@click.option("--dir", "dir_", required=True, type=click.Path(file_okay=False),
+              help="The stack's folder: pg/ (private cluster), artifacts/, mlflow.log, stack.json.")
+@click.option("--port", type=int, default=None, help="MLflow server port on 127.0.0.1 [default: 5000, or the stack's].")
+@click.option("--pg-port", type=int, default=None,
+              help="Port of the private PostgreSQL [default: a free one, kept in stack.json].")
+@click.option("--postgres-url", default="",
+              help="Use this PostgreSQL server (postgresql://user:password@host:port/postgres) instead of a private one.")
+@click.option("--basic-auth/--no-basic-auth", default=None,
+              help="Run MLflow's basic-auth app: clients log in with MLFLOW_TRACKING_USERNAME/PASSWORD.")
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds to wait for the MLflow server.")
+@_user_errors
+def stack_up(dir_, port, pg_port, postgres_url, basic_auth, timeout) -> None:
+    """Start the stack in DIR (or what of it is stopped) and print the exports clients need."""
+    from emoexp import stack as S
+
+    st = S.up(dir_, port=port, pg_port=pg_port, postgres_url=postgres_url, basic_auth=basic_auth, timeout=timeout)
+    click.echo(f"MLflow {st.tracking_uri} on {S.redact(st.mlflow_backend)}, artifacts in {st.dir}/artifacts"
+               + (" (basic-auth; admin's login below)" if st.basic_auth else ""), err=True)
+    click.echo(f"Optuna: emoexp sweep <task> --storage $EMOEXP_OPTUNA_STORAGE; watch with "
+               f"optuna-dashboard {S.redact(st.optuna_storage)}", err=True)
+    click.echo(S.exports(st))
+
+
+@stack.command("down")
+@click.option("--dir", "dir_", required=True, type=click.Path(file_okay=False))
+@click.option("--keep-postgres", is_flag=True, help="Stop only the MLflow server.")
+@_user_errors
+def stack_down(dir_, keep_postgres) -> None:
+    """Stop the stack's MLflow server and its private PostgreSQL (the data stay in DIR)."""
+    from emoexp import stack as S
+
+    S.down(dir_, keep_postgres=keep_postgres)
+    click.echo(f"stopped the stack in {dir_}" + (" (PostgreSQL left running)" if keep_postgres else ""))
+
+
+@stack.command("status")
+@click.option("--dir", "dir_", required=True, type=click.Path(file_okay=False))
+@_user_errors
+def stack_status(dir_) -> None:
+    """Say whether the stack's MLflow server and PostgreSQL are up (exit 1 if either is down)."""
+    from emoexp import stack as S
+
+    st = S.status(dir_)
+    click.echo(f"mlflow    {'up' if st['mlflow'] else 'DOWN':4}  {st['tracking_uri']}  pid {st['mlflow_pid']}"
+               + ("  basic-auth" if st["basic_auth"] else ""))
+    click.echo(f"postgres  {'up' if st['postgres'] else 'DOWN':4}  {st['postgres_url']}"
+               + ("  (private cluster)" if st["managed_postgres"] else ""))
+    click.echo(f"optuna    {st['optuna_storage']}")
+    if not (st["mlflow"] and st["postgres"]):
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +36,7 @@ class TrainConfig:
 
     data_dir: str = opt("", "dataset root; the seed's location is the default")
     epochs: int = opt(10, "epochs to train (a branch resume trains this many more)")
-    batch_size: int = opt(32, "mini-batch size")
+    batch_size: int = opt(32, "mini-batch size; with nproc N ranks (DDP) the global batch, each rank taking 1/N")
     lr: float = opt(1e-3, "initial learning rate")
     seed: int = opt(42, "seeds model init, sampling and splits: same seed, same run")
     weights: str = opt("", "per-class sampling weights 'sad=5,happy=0.5'; unnamed classes 1.0")
@@ -60,6 +60,7 @@ class TrainConfig:
     on_bad_file: str = opt("error", "error | skip (skip bad files, count them as data.skipped_files)")
     num_workers: int = opt(0, "DataLoader worker processes; 0 loads in the training process")
     device: str = opt("auto", "auto | cpu | cuda")
+    nproc: int = opt(1, "data-parallel ranks on this machine: N > 1 starts torchrun (DDP; gloo on CPU, nccl on CUDA)")
     log_model: bool = opt(True, "log the MLflow model at the end (pyfunc with preprocessing)")
     output_dir: str = opt("", "local staging for checkpoints; empty: .emoexp/runs/<run_id>")
 
@@ -130,7 +131,11 @@ def coerce(key: str, value: Any, typ: Any) -> Any:
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of ``cfg`` with ``overrides`` applied and checked."""
+    """Return a copy of ``cfg`` with ``overrides`` applied and checked.
+
+    The copy remembers which keys were ever set this way (:func:`given_keys`), so that a branch
+    resume can tell "the user asked for lr=0.0001" from "lr is at its default".
+    """
     types = field_types(type(cfg))
     changes = {}
     for key, value in overrides.items():
@@ -142,7 +147,13 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
         changes[key] = coerce(key, value, types[key])
     new = dataclasses.replace(cfg, **changes)
     validate(new)
+    object.__setattr__(new, "_given", given_keys(cfg) | frozenset(changes))
     return new
+
+
+def given_keys(cfg: Any) -> frozenset[str]:
+    """The keys set on ``cfg`` through :func:`apply_overrides` (as opposed to left at their defaults)."""
+    return getattr(cfg, "_given", frozenset())
 
 
 def choices(cls: type) -> dict[str, tuple[Any, ...]]:
@@ -222,9 +233,10 @@ def parse_weights(spec: str | dict | None, class_names: list[str]) -> dict[str, 
     weights = {c: 1.0 for c in class_names}
     if not spec:
         return weights
-    items = spec.items() if isinstance(spec, dict) else _split_pairs(spec)
+    if not isinstance(spec, dict):
+        spec = parse_pairs(spec, sep=",;", what="weights", form="class=number")
     lower = {c.lower(): c for c in class_names}
-    for name, value in items:
+    for name, value in spec.items():
         key = str(name).strip().lower()
         if key not in lower and _SYNONYMS.get(key) in lower:
             key = _SYNONYMS[key]  # seed 003 says angry/happy where datasets say anger/happiness
@@ -250,17 +262,35 @@ def parse_weights(spec: str | dict | None, class_names: list[str]) -> dict[str, 
     return weights
 
 
-def _split_pairs(spec: str) -> list[tuple[str, str]]:
-    pairs = []
-    for part in spec.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ConfigError(f"weights: {part!r} should look like class=number")
-        name, value = part.split("=", 1)
-        pairs.append((name.strip(), value.strip()))
-    return pairs
+def parse_pairs(text_or_items: str | Iterable[str], *, sep: str = "", what: str,
+                form: str = "key=value") -> dict[str, str]:
+    """``key=value`` pairs -> ``{key: value}`` (both stripped; a later key wins), the one parser
+    behind every key=value option (``--options``, ``--set``, ``--weights``).
+
+    A string is split at any character of ``sep`` (empty parts skipped); an iterable (a repeated
+    option such as ``--set``) gives one pair per item, unsplit, so a value may hold ``sep``.
+    Each pair splits at its first ``=``. A part without ``=`` or with an empty key is a
+    :class:`ConfigError` that names ``what`` and the part.
+
+    >>> parse_pairs("lr=0.1; epochs=3", sep=";", what="--options")
+    {'lr': '0.1', 'epochs': '3'}
+    >>> parse_pairs(["segments=neutral:2,happy:2"], what="--set")
+    {'segments': 'neutral:2,happy:2'}
+    """
+    if isinstance(text_or_items, str):
+        parts: Iterable[str] = [text_or_items]
+        for ch in sep:
+            parts = [p for part in parts for p in part.split(ch)]
+        parts = [p for p in parts if p.strip()]
+    else:
+        parts = list(text_or_items)
+    out: dict[str, str] = {}
+    for part in parts:
+        key, eq, value = str(part).partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{what}: {str(part).strip()!r} should look like {form}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def format_weights(weights: dict[str, float]) -> str:

@@ -9,6 +9,7 @@ from emoexp.config import (
     apply_overrides,
     format_weights,
     load_preset,
+    parse_pairs,
     parse_weights,
 )
 from emoexp.tasks.eeg import FinetuneEavConfig
@@ -63,6 +64,49 @@ def test_bad_weights_are_clear(spec, match):
 def test_ambiguous_prefix_is_an_error():
     with pytest.raises(ConfigError, match="ambiguous"):
         parse_weights("a=2", ["anger", "amusement"])
+
+
+def test_pairs_from_a_string_split_at_any_separator():
+    assert parse_pairs(" lr = 0.1 ;; epochs=3;", sep=";", what="--options") == {"lr": "0.1", "epochs": "3"}
+    assert parse_pairs("a=1,b=2;c=", sep=",;", what="weights") == {"a": "1", "b": "2", "c": ""}
+    assert parse_pairs("", sep=";", what="--options") == {}
+    assert parse_pairs("x=a=b", sep=";", what="--options") == {"x": "a=b"}   # the first = splits
+
+
+def test_pairs_from_repeated_options_keep_separators_in_values():
+    sets = ("segments=neutral:2,happy:2", "description=a; b", "seconds=10", "seconds=12")
+    assert parse_pairs(sets, what="--set") == {"segments": "neutral:2,happy:2",
+                                               "description": "a; b", "seconds": "12"}  # later wins
+    assert parse_pairs((), what="--set") == {}
+
+
+@pytest.mark.parametrize(
+    ("given", "sep", "match"),
+    [
+        ("lr=0.1;epochs", ";", r"--options: 'epochs' should look like key=value"),
+        ("lr=0.1; =3", ";", r"--options: '=3' should look like key=value"),
+        (["dataset=fer2013", "fer2013"], "", r"--options: 'fer2013' should look like key=value"),
+    ],
+)
+def test_a_bad_pair_is_named(given, sep, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_pairs(given, sep=sep, what="--options")
+
+
+def test_the_cli_parses_every_key_value_option_with_parse_pairs(tmp_path):
+    from click.testing import CliRunner
+
+    from emoexp.cli import main
+
+    for args in (["resume", "runs:/x/checkpoints/best.pt", "--set", "oops"],
+                 ["data", "synth", "faced", "--out", str(tmp_path / "f"), "--set", "oops"],
+                 ["evaluate", "runs:/x/model", "--data", str(tmp_path), "--set", "oops"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1, (args, res.output)
+        assert "--set: 'oops' should look like KEY=VALUE" in res.output, (args, res.output)
+    assert not (tmp_path / "f").exists()
+    res = CliRunner().invoke(main, ["sweep", "train_face", "--options", "epochs=1;oops"])
+    assert res.exit_code == 1 and "--options: 'oops' should look like key=value" in res.output, res.output
 
 
 def test_preset_files(tmp_path):
