@@ -435,6 +435,11 @@ def up(dir: str | Path, *, port: int | None = None, pg_port: int | None = None, 
         managed = not postgres_url
         if managed:
             pg_bin("initdb")  # fail now, with the install hint, before anything is written
+        else:
+            _libpq(postgres_url)
+        if port_in_use(port or DEFAULT_PORT):
+            raise StackError(f"port {port or DEFAULT_PORT} on {HOST} is in use (another server?): "
+                             "choose another with --port")
         stack = Stack(dir=str(root), port=port or DEFAULT_PORT, managed_pg=managed,
                       pg_port=(pg_port or free_port()) if managed else None, pg_url="",
                       basic_auth=bool(basic_auth))
@@ -474,7 +479,7 @@ def up(dir: str | Path, *, port: int | None = None, pg_port: int | None = None, 
         if not _pg_running(stack):
             log.info("starting PostgreSQL on %s:%s", HOST, stack.pg_port)
             _start_cluster(stack)
-    _save(stack)  # the cluster's password is only here
+        _save(stack)  # the cluster's password is only here
     ensure_databases(stack.pg_url, (MLFLOW_DB, OPTUNA_DB) + ((AUTH_DB,) if stack.basic_auth else ()))
     if _pid_alive(stack.mlflow_pid, "mlflow") and http_ok(f"{stack.tracking_uri}/health"):
         log.info("mlflow server already up at %s", stack.tracking_uri)
