@@ -8,9 +8,11 @@ so it rebuilds its model alone.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from emoexp import tracking as T
 from emoexp.data.io import atomic_write
 
 FORMAT = "emoexp-checkpoint/1"
@@ -77,13 +79,11 @@ def load_from_uri(uri: str) -> dict[str, Any]:
     ``runs:/ID/checkpoints/best.pt`` and paths to ``.pt`` files are checkpoints; ``runs:/ID/model``
     and ``models:/NAME@ALIAS`` are MLflow models whose weights travel inside them.
     """
-    from emoexp.tracking import MODEL_CHECKPOINT
-
     local = resolve_local(uri)
     if local.is_dir():
-        hits = sorted(local.rglob(f"{MODEL_CHECKPOINT}.pt"))
+        hits = sorted(local.rglob(f"{T.MODEL_CHECKPOINT}.pt"))
         if not hits:
-            raise CheckpointError(f"{uri}: an MLflow model without emoexp weights ({MODEL_CHECKPOINT}.pt)")
+            raise CheckpointError(f"{uri}: an MLflow model without emoexp weights ({T.MODEL_CHECKPOINT}.pt)")
         local = hits[0]
     state = load_checkpoint(local)
     state.setdefault("source_uri", uri)
@@ -93,3 +93,35 @@ def load_from_uri(uri: str) -> dict[str, Any]:
 def jsonable(x: Any) -> Any:
     """Data info as builtins only (checkpoints load with ``weights_only=True``)."""
     return json.loads(json.dumps(x, default=str))
+
+
+def resolved_source_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Beside ``emoexp.pretrained_from`` (as given; an alias moves), what it pointed to when the
+    run started: ``models:/NAME/VERSION`` and the run that trained it, or the run of a
+    ``runs:/`` URI or of a local checkpoint."""
+    uri = tags.get(T.TAG_PRETRAINED_FROM, "")
+    if not uri:
+        return {}
+    out: dict[str, str] = {}
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/"):]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias.split("/")[0])
+            else:
+                name, ref = rest.split("/", 1)
+                mv = client.get_model_version(name, ref.split("/")[0])
+            out = {T.TAG_PRETRAINED_RESOLVED: f"models:/{name}/{mv.version}", T.TAG_PRETRAINED_RUN: mv.run_id or ""}
+        elif uri.startswith("runs:/"):
+            run_id = uri[len("runs:/"):].split("/", 1)[0]
+            out = {T.TAG_PRETRAINED_RESOLVED: uri, T.TAG_PRETRAINED_RUN: run_id}
+        else:
+            run_id = load_from_uri(uri).get("run_id") or ""
+            out = {T.TAG_PRETRAINED_RESOLVED: uri, T.TAG_PRETRAINED_RUN: run_id}
+    except Exception as e:  # informative, never fatal: the weights were loaded already
+        logging.getLogger(__name__).warning("could not resolve %s to a model version or run: %s", uri, e)
+    return out

@@ -23,7 +23,7 @@ import numpy as np
 
 from emoexp import distributed as D
 from emoexp import tracking as T
-from emoexp.checkpoints import jsonable
+from emoexp.checkpoints import jsonable, resolved_source_tags
 from emoexp.config import (
     ConfigError,
     TrainConfig,
@@ -129,7 +129,7 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
     pretrained_tags: dict[str, str] = {}
     if resume is None:
         pretrained_tags = dict(task.init_from_pretrained(model, cfg, info))
-        pretrained_tags.update(T.resolved_source_tags(pretrained_tags))
+        pretrained_tags.update(resolved_source_tags(pretrained_tags))
     if dist.enabled and hasattr(model, "optimizer_parameters"):
         raise ConfigError(f"{task.name} unfreezes parts of its network during training, which "
                           "DistributedDataParallel does not follow: train it in one process (nproc=1)")

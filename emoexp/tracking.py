@@ -237,40 +237,6 @@ def run_experiment_id(run_id: str | None) -> str | None:
         return None
 
 
-def resolved_source_tags(tags: dict[str, str]) -> dict[str, str]:
-    """Beside ``emoexp.pretrained_from`` (as given; an alias moves), what it pointed to when the
-    run started: ``models:/NAME/VERSION`` and the run that trained it, or the run of a
-    ``runs:/`` URI or of a local checkpoint."""
-    uri = tags.get(TAG_PRETRAINED_FROM, "")
-    if not uri:
-        return {}
-    out: dict[str, str] = {}
-    try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-        if uri.startswith("models:/"):
-            rest = uri[len("models:/"):]
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias.split("/")[0])
-            else:
-                name, ref = rest.split("/", 1)
-                mv = client.get_model_version(name, ref.split("/")[0])
-            out = {TAG_PRETRAINED_RESOLVED: f"models:/{name}/{mv.version}", TAG_PRETRAINED_RUN: mv.run_id or ""}
-        elif uri.startswith("runs:/"):
-            run_id = uri[len("runs:/"):].split("/", 1)[0]
-            out = {TAG_PRETRAINED_RESOLVED: uri, TAG_PRETRAINED_RUN: run_id}
-        else:
-            from emoexp.checkpoints import load_from_uri
-
-            run_id = load_from_uri(uri).get("run_id") or ""
-            out = {TAG_PRETRAINED_RESOLVED: uri, TAG_PRETRAINED_RUN: run_id}
-    except Exception as e:  # informative, never fatal: the weights were loaded already
-        log.warning("could not resolve %s to a model version or run: %s", uri, e)
-    return out
-
-
 @contextlib.contextmanager
 def mlflow_run(
     *,
