@@ -63,7 +63,11 @@ def test_every_command_works_on_the_http_server(on_server, features_data, tmp_pa
                "--pruner", "none", *data, "--epochs", "2", "--log-model", "false", "--experiment-name", "so-cmd-sweep"])
     assert "{'COMPLETE': 2}" in out
     if "cv" in cli.commands:  # cross-validation, where the checkout has it
-        _ok(["cv", "train_classifier", *data, "--epochs", "1", "--folds", "2", "--experiment-name", "so-cv"])
+        cv = cli.commands["cv"]
+        cv = cv.commands.get("train_classifier", cv) if hasattr(cv, "commands") else cv
+        folds = [o for p in cv.params if p.name in ("folds", "n_folds", "k") for o in p.opts[:1]]
+        _ok(["cv", "train_classifier", *data, "--epochs", "1", *(folds and [folds[0], "2"]),
+             "--experiment-name", "so-cv"])
     # registry, evaluation, lists, dashboards
     assert "@staging" in _ok(["promote", "features", "--experiment", "so-cmd"])
     assert "emoexp-classifier" in _ok(["registry", "list"])
