@@ -69,7 +69,7 @@ def test_two_sweep_workers_on_postgres_survive_a_killed_one(on_server, features_
     space.write_text("lr: {type: float, low: 1.0e-3, high: 3.0e-3, log: true}\n")
     cmd = [sys.executable, "-m", "emoexp", "sweep", "train_classifier", "--n-trials", str(n), "--storage", storage,
            "--study-name", study, "--space", str(space), "--pruner", "none", "--heartbeat", "1",
-           "--data-dir", str(features_data), "--epochs", "8", "--log-model", "false", "--checkpoint-every", "0",
+           "--data-dir", str(features_data), "--epochs", "15", "--log-model", "false", "--checkpoint-every", "0",
            "--experiment-name", "so-sweep"]
     env = _env(OMP_NUM_THREADS="1")
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
