@@ -229,7 +229,8 @@ def test_video_encoder_from_a_train_face_run(tracked, face_run):
     uri, res = tracked
     run = MlflowClient().get_run(res.run_id)
     assert run.data.tags[TAG_VIDEO_ENCODER] == uri
-    assert run.data.params["video_size"] == "32"          # 0 -> the face model's image_size
+    assert run.data.params["video_size"] == "0"            # as set...
+    assert run.data.params["resolved.video_size"] == "32"  # ...and resolved: the face model's image_size
     face = load_from_uri(uri)
     assert face["info"]["grayscale"] is True
     mine = load_from_uri(f"runs:/{res.run_id}/model")

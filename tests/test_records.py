@@ -44,6 +44,10 @@ def _artifacts(run_id: str, path: str) -> set[str]:
 def parent(faced_root, tmp_path_factory):
     """A 2-epoch run started the way `mlflow run` starts one: in an experiment of the caller's
     choosing (MLFLOW_RUN_ID set), with no experiment_name in its config. lr 5e-4 (not the default)."""
+    import mlflow
+
+    while mlflow.active_run():  # a run left active in this process would be re-attached instead
+        mlflow.end_run()
     client = MlflowClient()
     exp_id = client.create_experiment("records-parent-exp")
     run = client.create_run(exp_id)
