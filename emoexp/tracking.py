@@ -237,6 +237,31 @@ def run_experiment_id(run_id: str | None) -> str | None:
         return None
 
 
+def ensure_experiment(name: str, client: Any = None) -> str:
+    """The id of experiment ``name``, created when missing; safe when several processes start at once.
+
+    ``mlflow.set_experiment(name)`` loses the race: when another process creates the experiment
+    between its lookup and its create, it returns without making the experiment active, and the
+    run lands in ``Default``.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    exp = client.get_experiment_by_name(name)
+    if exp is None:  # created and deleted again at once: say so rather than guess
+        raise MlflowException(f"experiment {name!r} could not be created or found")
+    return exp.experiment_id
+
+
 @contextlib.contextmanager
 def mlflow_run(
     *,
@@ -270,7 +295,7 @@ def mlflow_run(
         if experiment_id and not nested:
             kwargs["experiment_id"] = experiment_id
         elif not nested or mlflow.active_run() is None:
-            mlflow.set_experiment(experiment_name or "Default")
+            mlflow.set_experiment(experiment_id=ensure_experiment(experiment_name or "Default"))
         kwargs["run_name"] = run_name
         kwargs["nested"] = nested
     if env_run:

@@ -214,3 +214,30 @@ def test_same_config_same_params_through_mlflow_run_and_emoexp_train(eav_root, t
     assert a == b, {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
     assert b["use_audio"] == "false" and b["weights"] == "''" and b["encoder"] == "auto"
     assert b["resolved.encoder"] == "cnn"
+
+
+def test_processes_racing_to_create_an_experiment_all_log_into_it(tmp_path, monkeypatch):
+    """Another process creates the experiment between this one's lookup and its create (two sweep
+    workers starting together): the run still goes into the named experiment, not ``Default``."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'race.db'}")
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    real = TrackingServiceClient.get_experiment_by_name
+    calls = {"n": 0}
+
+    def late(self, name):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the lookup misses; the rival creates it now
+            MlflowClient().create_experiment(name)
+            return None
+        return real(self, name)
+
+    monkeypatch.setattr(TrackingServiceClient, "get_experiment_by_name", late)
+    with T.mlflow_run(experiment_name="raced", run_name="r") as run:
+        run_id = run.run_id
+    monkeypatch.setattr(TrackingServiceClient, "get_experiment_by_name", real)
+    client = MlflowClient()
+    assert client.get_run(run_id).info.experiment_id == client.get_experiment_by_name("raced").experiment_id

@@ -36,6 +36,19 @@ def _runs(experiment: str):
     return client.search_runs([exp.experiment_id]) if exp else []
 
 
+def _everything(trials, logs) -> str:
+    """What a failed sweep-worker check saw: every trial, every run of every experiment, both logs."""
+    client = MlflowClient()
+    lines = [f"trial {t.number} {t.state.name} {t.params} {t.user_attrs}" for t in trials]
+    for exp in client.search_experiments():
+        for r in client.search_runs([exp.experiment_id], run_view_type=3):
+            lines.append(f"{exp.name} {r.info.run_name} {r.info.status} {r.info.lifecycle_stage} "
+                         f"trial={r.data.tags.get(T.TAG_TRIAL)} parent={r.data.tags.get('mlflow.parentRunId')}")
+    for lg in logs:
+        lines.append(f"--- {lg.name}\n" + lg.read_text()[-3000:])
+    return "\n".join(lines)
+
+
 def _steps(run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in MlflowClient().get_metric_history(run_id, key))
 
@@ -108,7 +121,7 @@ def test_two_sweep_workers_on_postgres_survive_a_killed_one(on_server, features_
     (lost,) = [t for t in trials if t.state.name == "FAIL" and not t.user_attrs.get("emoexp.surplus")]
     assert any(t.params == lost.params and t.state.name == "COMPLETE" for t in trials)  # run again
     runs = [r for r in _runs("so-sweep") if T.TAG_TRIAL in r.data.tags]
-    assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * n
+    assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * n, _everything(trials, logs)
     (failed,) = [r for r in runs if r.info.status == "FAILED"]
     assert failed.data.tags[T.TAG_STOP_REASON] == "worker_lost"
 
