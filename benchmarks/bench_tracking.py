@@ -34,6 +34,11 @@ meanwhile (``foreign_cpu``), and a run during which they used more than ``--max-
 marked disturbed and repeated (up to ``--retries`` times). Medians are taken over undisturbed
 runs when every variant has one, else over all.
 
+``--server``: the tracked variants log to an MLflow server (``mlflow server --workers 1``) on a
+private PostgreSQL, the team stack of ``emoexp stack up`` (emoexp/stack.py), started in the
+scratch folder and stopped at the end; artifacts go over HTTP to the server's folder. Target
+(issue 15): <= 1.05. Results: benchmarks/results/bench_tracking_server.json.
+
 Everything goes to a temporary folder (MLflow store, caches, checkpoints); nothing lands in
 the repository. Results: benchmarks/results/bench_tracking.json.
 """
@@ -56,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Contention, loadavg, median, table, verdict, wait_quiet, write_result  # noqa: E402
 
 TARGET = 1.03
+TARGET_SERVER = 1.05   # --server: HTTP + PostgreSQL
 VARIANTS = {  # name -> (track, log_model)
     "untracked": (False, False),
     "tracked": (True, False),
@@ -81,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a run is disturbed if other processes used more than this share of the CPUs (default 0.2)")
     p.add_argument("--retries", type=int, default=2, help="repeats allowed per disturbed run (default 2)")
     p.add_argument("--no-log-model", action="store_true", help="skip the tracked+model variant")
+    p.add_argument("--server", action="store_true",
+                   help="track to an MLflow server on a private PostgreSQL (emoexp stack up) instead of sqlite")
     p.add_argument("--workdir", default=None,
                    help="scratch folder, kept (default: a new temp dir, removed at the end)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (MLflow store, checkpoints)")
@@ -240,6 +248,26 @@ def main(argv=None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # anything written relative to the cwd (.emoexp/, mlruns) stays here
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    if args.server:
+        global TARGET
+        from emoexp import stack
+
+        TARGET = TARGET_SERVER
+        work.chmod(0o711)  # PostgreSQL runs as postgres and must get through it
+        print("starting the stack (PostgreSQL + mlflow server) ...", flush=True)
+        server = stack.up(work / "stack", port=stack.free_port())
+        os.environ["MLFLOW_TRACKING_URI"] = server.tracking_uri
+    try:
+        return _measure(args, work)
+    finally:
+        if args.server:
+            stack.down(work / "stack")
+        if not args.workdir and not args.keep:
+            os.chdir(Path.home())
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, work: Path) -> dict:
     os.environ["EMOEXP_CACHE_DIR"] = str(work / "cache")
     os.environ.pop("MLFLOW_RUN_ID", None)
     logging.basicConfig(level=logging.WARNING)
@@ -312,11 +340,10 @@ def main(argv=None) -> dict:
         "warmup": warmup,
         "runs": runs,
     }
-    path = write_result("bench_tracking", payload, args.out)
+    if args.server:
+        payload["tracking"] = "mlflow server (1 worker) on PostgreSQL, artifacts over HTTP"
+    path = write_result("bench_tracking_server" if args.server else "bench_tracking", payload, args.out)
     print(f"wrote {path}")
-    if not args.workdir and not args.keep:
-        os.chdir(Path.home())
-        shutil.rmtree(work, ignore_errors=True)
     return payload
 
 

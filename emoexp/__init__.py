@@ -21,6 +21,14 @@ HTTP_RETRY_DEFAULTS = {
 for _k, _v in HTTP_RETRY_DEFAULTS.items():
     _os.environ.setdefault(_k, _v)
 
+# Quiet where nothing is long: MLflow draws a progress bar for every artifact download, however
+# small (a checkpoint, a model folder: dozens per pipeline run). emoexp's artifacts are small;
+# MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true brings the bars back. Training, data reading and
+# video decoding keep their own bars.
+QUIET_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+for _k, _v in QUIET_DEFAULTS.items():
+    _os.environ.setdefault(_k, _v)
+
 
 def survived_outage_s(max_retries: int | None = None, backoff_factor: int | None = None) -> float:
     """Seconds of server outage the client's retries span (backoff sleeps, jitter left out)."""

@@ -26,7 +26,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new, never half."""
     import torch
 
-    return atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    from emoexp import faults
+
+    def write(f) -> None:
+        torch.save({"format": FORMAT, **state}, f)
+        faults.point("checkpoint_tmp", state.get("epoch"))  # bytes in the temp file, not yet in place
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -37,6 +37,24 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class _Real(click.FloatRange):
+    """A finite number within a range (click's FloatRange lets NaN through every bound)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+POSITIVE = _Real(min=0.0, min_open=True)    # seconds, frames per second: > 0
+NON_NEGATIVE = _Real(min=0.0)
+COUNT = click.IntRange(min=0)               # seeds, counts that may be 0
+AT_LEAST_1 = click.IntRange(min=1)
+
+
 def _user_errors(fn):
     """Bad input ends with one clear line (exit code 1), never a deep traceback."""
 
@@ -188,8 +206,9 @@ def _task_command(task_name: str) -> click.Command:
         cfg = apply_overrides(task.default_config(), overrides)
         _run_training(task, cfg, overrides)
 
-    return click.Command(task_name, params=params, callback=callback, help=task.summary,
-                         short_help=task.summary)
+    more = getattr(task, "help_more", "")   # e.g. a quick setting to try the task
+    return click.Command(task_name, params=params, callback=callback,
+                         help=task.summary + (f"\n\n{more}" if more else ""), short_help=task.summary)
 
 
 def _run_training(task, cfg, overrides: dict[str, Any]) -> None:
@@ -238,7 +257,8 @@ def _print_result(name: str, result) -> None:
         click.echo(f"  a branch: judged on its own epochs {result.first_epoch}-{len(result.history)} "
                    f"(its ancestors' bests are in lineage.json)")
     if result.run_id:
-        click.echo(f"  checkpoints: runs:/{result.run_id}/checkpoints/last.pt   model: runs:/{result.run_id}/model")
+        model = f"   model: {result.model_uri}" if getattr(result, "model_uri", None) else ""
+        click.echo(f"  checkpoints: runs:/{result.run_id}/checkpoints/last.pt{model}")
 
 
 for _name in list_tasks():
@@ -270,11 +290,14 @@ _SWEEP_OPTIONS = [
                  help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH [env: EMOEXP_OPTUNA_STORAGE]."),
     click.Option(["--study-name"], default="", help="Study name (default: <task>-sweep); reused if it exists."),
     click.Option(["--space"], default="", help="Search-space YAML (default: experiments/sweeps/<task>.yaml)."),
-    click.Option(["--pruner"], type=click.Choice(["median", "hyperband", "none"]), default="median",
-                 show_default=True, help="Prune trials on the per-epoch validation metric."),
+    click.Option(["--pruner"], type=click.Choice(["median", "hyperband", "wilcoxon", "none"]), default="median",
+                 show_default=True, help="Prune trials on the per-epoch validation metric (with --folds: per fold, "
+                                         "wilcoxon)."),
+    click.Option(["--folds"], default="",
+                 help="Cross-validate every trial (loso, kfold:K, ...; see `emoexp cv`): optimise the fold mean."),
     click.Option(["--metric"], default="best_val_macro_f1", show_default=True,
                  help="Objective (maximised; minimised if it is a loss)."),
-    click.Option(["--sweep-seed"], type=int, default=0, show_default=True, help="Seed of the TPE sampler."),
+    click.Option(["--sweep-seed"], type=COUNT, default=0, show_default=True, help="Seed of the TPE sampler."),
     click.Option(["--heartbeat"], type=int, default=60, show_default=True,
                  help="Seconds between trial heartbeats (RDB storages): a killed worker's trial is failed after 2x."),
     click.Option(["--options"], default="",
@@ -287,19 +310,16 @@ def _sweep_command(task_name: str) -> click.Command:
     params = [*_SWEEP_OPTIONS, *_task_options(task)]
 
     @_user_errors
-    def callback(n_trials, storage, study_name, space, pruner, metric, sweep_seed, heartbeat, options,
+    def callback(n_trials, storage, study_name, space, pruner, folds, metric, sweep_seed, heartbeat, options,
                  preset=None, **values) -> None:
-        from emoexp.sweeps import run_sweep
+        from emoexp.sweeps import run_sweep, summary_lines
 
         overrides = {**parse_pairs(options, sep=";", what="--options"),
                      **_task_overrides(task_name, preset, values)}
         result = run_sweep(task_name, overrides, n_trials=n_trials,
                            storage=storage, study_name=study_name, space=space, pruner=pruner,
-                           metric=metric, seed=sweep_seed, heartbeat_interval=heartbeat)
-        click.echo(f"\nstudy {result.study_name}: {result.n_trials} trials {result.states}")
-        if result.best_value is not None:
-            click.echo(f"  best {metric} {result.best_value:.4f}  params {result.best_params}")
-            click.echo(f"  best run: {result.best_run_id}   sweep run: {result.parent_run_id}")
+                           metric=metric, seed=sweep_seed, heartbeat_interval=heartbeat, folds=folds)
+        click.echo("\n" + "\n".join(summary_lines(result, metric)))
 
     return click.Command(task_name, params=params, callback=callback,
                          help=f"Sweep {task_name}: {task.summary}", short_help=task.summary)
@@ -307,6 +327,113 @@ def _sweep_command(task_name: str) -> click.Command:
 
 for _name in list_tasks():
     sweep.add_command(_sweep_command(_name))
+
+
+# ------------------------------------------------------------------------------------------------
+# baseline
+
+
+@main.group()
+def baseline() -> None:
+    """A classical baseline of a task: scikit-learn on classical features, same data and split.
+
+    \b
+    emoexp baseline finetune_eav --data-dir DIR --use-audio true
+    Features per task (emoexp/baselines.py): EEG band power and differential entropy, MFCC
+    statistics, HOG, sequence statistics, or the feature table as given; StandardScaler +
+    LogisticRegression with C picked on the validation split. One MLflow run with the deep
+    runs' metric names, tagged emoexp.model_kind=baseline.
+    """
+
+
+def _baseline_command(task_name: str) -> click.Command:
+    task = get_task(task_name)
+    params = [click.Option(["--options"], default="",
+                           help="More task options as 'key=value;key=value' (the MLproject baseline entry point uses it).")]
+    if task_name == "train_face":
+        params.append(click.Option(["--baseline-features"], type=click.Choice(["hog", "pixels"]), default="hog",
+                                   show_default=True, help="HOG, or the grey image downscaled to 24x24."))
+    params += _task_options(task)
+
+    @_user_errors
+    def callback(options, preset=None, baseline_features="auto", **values) -> None:
+        from emoexp.baselines import run_baseline
+
+        flags = _flag_overrides(task, values)
+        overrides = {**parse_pairs(options, sep=";", what="--options"),
+                     **_task_overrides(task_name, preset, values), **flags}
+        result = run_baseline(task_name, overrides, features=baseline_features)
+        m = result["metrics"]
+        click.echo(f"\n{task_name} baseline: run {result['run_id']}")
+        click.echo(f"  val_macro_f1 {m['val_macro_f1']:.4f}  val_accuracy {m['val_accuracy']:.4f}")
+        if "test_macro_f1" in m:
+            click.echo(f"  test_macro_f1 {m['test_macro_f1']:.4f}  test_accuracy {m['test_accuracy']:.4f}")
+
+    return click.Command(task_name, params=params, callback=callback,
+                         help=f"Classical baseline of {task_name}: {task.summary}", short_help=task.summary)
+
+
+for _name in list_tasks():
+    baseline.add_command(_baseline_command(_name))
+
+
+# ------------------------------------------------------------------------------------------------
+# cv
+
+
+@main.group()
+def cv() -> None:
+    """Cross-validate a task: one parent MLflow run, one nested run per fold.
+
+    \b
+    emoexp cv finetune_eav --folds loso --data-dir DIR --epochs 10 [--baseline]
+    Schemes: loso, kfold:K, subject_kfold:K, trial_kfold:K, file:folds.json (seeded by --seed).
+    The parent gets <metric>_mean and <metric>_std (sample std) of every fold's final metrics,
+    cv_folds.csv and cv_subjects.csv. The same command again reuses finished folds and
+    continues an interrupted one; several workers on one tracking store share the folds.
+    """
+
+
+_CV_OPTIONS = [
+    click.Option(["--folds"], default="loso", show_default=True,
+                 help="loso | kfold:K | subject_kfold:K | trial_kfold:K | file:PATH (a JSON list of folds' test subjects)."),
+    click.Option(["--baseline"], type=click.BOOL, is_flag=False, flag_value=True, default=False, show_default=True,
+                 help="Also fit the classical baseline on every fold (baseline.<metric>_mean on the parent)."),
+    click.Option(["--options"], default="",
+                 help="More task options as 'key=value;key=value' (the MLproject cv entry point uses it)."),
+]
+
+
+def _cv_command(task_name: str) -> click.Command:
+    task = get_task(task_name)
+    params = [*_CV_OPTIONS, *_task_options(task)]
+
+    @_user_errors
+    def callback(folds, baseline, options, preset=None, **values) -> None:
+        from emoexp.cv import run_cv
+
+        flags = _flag_overrides(task, values)
+        overrides = {**parse_pairs(options, sep=";", what="--options"),
+                     **_task_overrides(task_name, preset, values), **flags}
+        result = run_cv(task, apply_overrides(task.default_config(), overrides), folds, baseline=baseline)
+        click.echo(f"\n{task_name} {result.scheme}: {result.n_folds} folds, parent run {result.parent_run_id}")
+        for row in result.folds:
+            m = row["metrics"]
+            click.echo(f"  fold {row['fold']}: {row.get('status', '?'):9} test_macro_f1 "
+                       f"{m.get('test_macro_f1', float('nan')):.4f}  run {row.get('run_id', '-')}")
+        a = result.aggregates
+        for kind in ("", "baseline."):
+            if f"{kind}test_macro_f1_mean" in a:
+                click.echo(f"  {kind or 'deep '}test_macro_f1 {a[f'{kind}test_macro_f1_mean']:.4f} "
+                           f"+- {a.get(f'{kind}test_macro_f1_std', float('nan')):.4f}  test_accuracy "
+                           f"{a[f'{kind}test_accuracy_mean']:.4f} +- {a.get(f'{kind}test_accuracy_std', float('nan')):.4f}")
+
+    return click.Command(task_name, params=params, callback=callback,
+                         help=f"Cross-validate {task_name}: {task.summary}", short_help=task.summary)
+
+
+for _name in list_tasks():
+    cv.add_command(_cv_command(_name))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,7 +467,7 @@ def resume(checkpoint, run_id, epochs, weights, lr, experiment_name, run_name, d
     if run_id:
         if any(v is not None for v in (epochs, weights, lr, experiment_name, run_name, description)) or sets:
             raise click.UsageError("--run continues a run exactly as it was configured; options are for branches")
-        task, cfg, res = engine.plan_continue(run_id)
+        task, cfg, res = engine.plan_continue(run_id)  # logs what it starts from when not last.pt
         if _launch_ranks(cfg.nproc, ["resume", "--run", run_id]):  # a DDP run continues as N ranks
             return
         _print_result("resume", engine.fit(task, cfg, resume=res))
@@ -389,20 +516,81 @@ def runs_lineage(run_id: str) -> None:
 @runs.command("list")
 @click.option("--task", "task_name", help="Only runs of this task.")
 @click.option("--experiment", help="Only this experiment (default: all).")
-@click.option("--max", "max_results", default=50, show_default=True)
+@click.option("--max", "max_results", type=AT_LEAST_1, default=50, show_default=True)
 @_user_errors
 def runs_list(task_name, experiment, max_results) -> None:
-    """List runs with their key metrics and checkpoints."""
+    """List runs with their experiment, name, kind, key metrics and checkpoints.
+
+    \b
+    kind: run (a training), branch (resumed from a checkpoint), sweep parent (holds a study's
+    trials; trains nothing itself), trial, pruned trial (stopped early by the pruner), cv parent,
+    cv fold, baseline (a classical model).
+    """
     from emoexp.lineage import list_runs
 
     rows = list_runs(task=task_name, experiment=experiment, max_results=max_results)
     if not rows:
         click.echo("no runs")
         return
-    click.echo(f"{'run_id':32}  {'task':16}  {'status':9}  {'epochs':>6}  {'best_f1':>7}  checkpoints")
+
+    def clip(text: str, n: int) -> str:
+        return text if len(text) <= n else text[: n - 3] + "..."
+
+    exp_w = min(20, max(len("experiment"), *(len(r["experiment"]) for r in rows)))
+    name_w = min(32, max(len("run_name"), *(len(r["run_name"]) for r in rows)))
+    click.echo(f"{'run_id':32}  {'experiment':{exp_w}}  {'run_name':{name_w}}  {'kind':12}  {'task':16}  "
+               f"{'status':9}  {'epochs':>6}  {'best_f1':>7}  checkpoints")
+    dead = []
     for r in rows:
-        click.echo(f"{r['run_id']:32}  {r['task']:16}  {r['status']:9}  {r['epochs']:>6}  "
+        status = "DEAD" if r.get("liveness") == "dead" else r["status"]
+        dead += [r] if status == "DEAD" else []
+        click.echo(f"{r['run_id']:32}  {clip(r['experiment'], exp_w):{exp_w}}  {clip(r['run_name'], name_w):{name_w}}  "
+                   f"{r['kind']:12}  {r['task']:16}  {status:9}  {r['epochs']:>6}  "
                    f"{r['best_val_macro_f1']:>7}  {', '.join(r['checkpoints'])}")
+    for r in dead:
+        click.echo(f"DEAD {r['run_id']}: RUNNING, but {r['liveness_why']}; `emoexp resume --run {r['run_id']}` "
+                   f"continues it, `emoexp runs mark-killed {r['run_id']}` ends it KILLED")
+
+
+@runs.command("mark-killed")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Also when its process cannot be shown dead (another host, no heartbeat yet).")
+@_user_errors
+def runs_mark_killed(run_ids, force) -> None:
+    """End RUNNING runs whose process is gone (killed, crashed, lost machine) as KILLED.
+
+    \b
+    emoexp runs list                       # dead runs show as DEAD
+    emoexp runs mark-killed <run_id>       # KILLED, tagged emoexp.stop_reason=killed
+    emoexp resume --run <run_id>           # or continue it instead (also after mark-killed)
+    A run whose process is alive is refused; --force ends one that cannot be shown dead.
+    """
+    from mlflow import MlflowClient
+
+    from emoexp import tracking as T
+
+    client = MlflowClient()
+    failed = False
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except Exception as e:
+            click.echo(f"{run_id}: not found ({str(e).splitlines()[0] if str(e) else type(e).__name__})", err=True)
+            failed = True
+            continue
+        state = T.run_liveness(run)
+        if state is None:
+            click.echo(f"{run_id}: already {run.info.status}; nothing to do")
+            continue
+        if state.alive or (not state.dead and not force):
+            hint = "" if state.alive else " (--force ends it anyway)"
+            click.echo(f"{run_id}: not marked: {state.why}{hint}", err=True)
+            failed = True
+            continue
+        T.mark_killed(run_id, state.why)
+        click.echo(f"{run_id}: KILLED ({state.why})")
+    if failed:
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,14 +605,15 @@ def data() -> None:
 @data.command("synth")
 @click.argument("dataset")
 @click.option("--out", required=True, type=click.Path(), help="Folder to write into (a .mp4 path for face-video).")
-@click.option("--subjects", "--actors", "subjects", type=int, default=4, show_default=True,
-              help="Subjects (EEG sets) or actors (RAVDESS) to write.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--subjects", "--actors", "subjects", type=int, default=None,
+              help="Subjects (EEG sets) or actors (RAVDESS) to write; default: the generator's own "
+                   "(sized for the tasks' default batch sizes).")
+@click.option("--seed", type=COUNT, default=0, show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Generator options, e.g. n_samples=2500 (FACED), trials=20 (EAV), seconds=10 (DEAP), layout=csv (FER2013), "
                    "n_per_class=200 (faces), segments=neutral:2,happy:2 (face-video).")
 @_user_errors
-def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str, ...]) -> None:
+def data_synth(dataset: str, out: str, subjects: int | None, seed: int, sets: tuple[str, ...]) -> None:
     """Write a tiny DATASET in its real on-disk format, with a planted, learnable class signal.
 
     DATASET is any format of the dataset registry (emoexp/data/registry.py): faced, eav, deap,
@@ -444,8 +633,8 @@ def data_synth(dataset: str, out: str, subjects: int, seed: int, sets: tuple[str
 @click.argument("dataset", type=click.Choice(["multiposture", "bold"]))
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the sequence layout into.")
-@click.option("--seq-length", type=int, default=30, show_default=True, help="Frames per sequence window.")
-@click.option("--stride", "--hop", "stride", type=int, default=15, show_default=True,
+@click.option("--seq-length", type=AT_LEAST_1, default=30, show_default=True, help="Frames per sequence window.")
+@click.option("--stride", "--hop", "stride", type=AT_LEAST_1, default=15, show_default=True,
               help="Frames between window starts (--hop: the older spelling).")
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
 @_user_errors
@@ -484,20 +673,26 @@ def _literal(v: str) -> Any:
 @click.option("--alias", type=click.Choice(["staging", "production"]), default="staging", show_default=True,
               help="staging: the best run if it beats the holder; production: follow @staging.")
 @click.option("--task", "task_name", default=None, help="Only this task of the modality.")
+@click.option("--all", "show_all", is_flag=True, help="Also a line for each task that has no run at all.")
 @_user_errors
-def promote(modality: str, metric: str, experiment: str, alias: str, task_name: str | None) -> None:
+def promote(modality: str, metric: str, experiment: str, alias: str, task_name: str | None,
+            show_all: bool) -> None:
     """Register MODALITY's best runs and move an alias when they beat its holder.
 
     \b
     emoexp promote eeg                      # @staging -> the best run of each EEG task, if better
     emoexp promote eeg --alias production   # @production -> the version holding @staging
-    One line per task; nothing better is not an error (exit 0).
+    One line per task you trained (--all: every task of the modality); nothing better is not an
+    error (exit 0).
     """
     from emoexp.registry import promote as do_promote
 
-    for outcome in do_promote(modality, metric=metric, experiment=experiment or None, alias=alias,
-                              task=task_name):
+    outcomes = do_promote(modality, metric=metric, experiment=experiment or None, alias=alias, task=task_name)
+    shown = [o for o in outcomes if o.trained or show_all or task_name]
+    for outcome in shown:
         click.echo(outcome.message)
+    if not shown:
+        click.echo(f"no runs of {', '.join(o.task for o in outcomes)} yet: nothing to promote")
 
 
 @main.group()
@@ -540,18 +735,25 @@ def predict(model_uri: str, files: tuple[str, ...], out: str | None, overlap: fl
     \b
     emoexp predict models:/emoexp-eeg-encoder@staging rec.npy sub000.pkl --out preds.csv
     .npy holds (C, T) or (B, C, T) EEG at the model's sample rate; .pkl and .mat are resampled.
+    A bad file is named (and the exit code is 1) while the good ones are answered. The model is
+    rebuilt from its weights (checkpoint.pt, weights_only): its pickled python_model never runs.
     """
     import os
 
     from emoexp.apps.predict import predict_files
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the table readable
-    df = predict_files(model_uri, list(files), overlap=overlap)
+    bad: list[tuple[str, str]] = []
+    df = predict_files(model_uri, list(files), overlap=overlap, errors=bad)
     click.echo(df[["file", "segment", "window", "start_s", "label", "prob"]].to_string(
         index=False, float_format=lambda v: f"{v:.3f}"))
     if out:
         df.to_csv(out, index=False)
         click.echo(f"wrote {len(df)} rows to {out}")
+    for path, why in bad:  # the good files are answered above; each bad one named, exit 1
+        click.echo(f"Error: {path}: {why}", err=True)
+    if bad:
+        sys.exit(1)
 
 
 @main.command()
@@ -592,8 +794,8 @@ def evaluate(model_uri, data_dir, split, out_dir, new_run, experiment_name, sets
 @click.argument("model_uri")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False),
               help="Audio file to stream (.wav, .flac, ...); without it, the microphone.")
-@click.option("--window", type=float, default=3.0, show_default=True, help="Window length, seconds.")
-@click.option("--stride", "--hop", "stride", type=float, default=1.0, show_default=True,
+@click.option("--window", type=POSITIVE, default=3.0, show_default=True, help="Window length, seconds.")
+@click.option("--stride", "--hop", "stride", type=POSITIVE, default=1.0, show_default=True,
               help="Seconds between window starts (--hop: the older spelling).")
 @click.option("--device", "input_device", default=None, help="Microphone device name or index (sounddevice).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write one CSV row per window.")
@@ -648,7 +850,7 @@ def posture() -> None:
 @click.option("--pose-model", required=True, type=click.Path(dir_okay=False),
               help="MediaPipe Pose Landmarker .task file (pose_landmarker_lite/full/heavy.task; none ships with mediapipe).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the (T, 15) .npy.")
-@click.option("--fps", type=float, default=None, help="Frames per second to sample (default: every frame).")
+@click.option("--fps", type=POSITIVE, default=None, help="Frames per second to sample (default: every frame).")
 @_user_errors
 def posture_extract(video, pose_model, out, fps) -> None:
     """Keypoints of the person in VIDEO, per frame, turned into the 15 posture features (the
@@ -666,13 +868,13 @@ def posture_extract(video, pose_model, out, fps) -> None:
 @main.command("predict-video")
 @click.argument("model_uri")
 @click.argument("video", type=click.Path(dir_okay=False))
-@click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second to sample.")
+@click.option("--fps", type=POSITIVE, default=5.0, show_default=True, help="Frames per second to sample.")
 @click.option("--detector", default="auto", show_default=True,
               help="auto (OpenCV Haar cascade when installed, else whole frame) | haar | none | PATH to a "
                    "MediaPipe face detector .task/.tflite file.")
-@click.option("--smoothing", type=float, default=1.0, show_default=True,
+@click.option("--smoothing", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Smoothing window over time, seconds.")
-@click.option("--min-duration", type=float, default=0.6, show_default=True,
+@click.option("--min-duration", type=NON_NEGATIVE, default=0.6, show_default=True,
               help="A new emotion must last this long (s) to count as a transition.")
 @click.option("--out", "out_dir", default="predictions", show_default=True, type=click.Path(file_okay=False))
 @_user_errors
@@ -715,9 +917,12 @@ def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, 
 @click.option("--optuna-storage", default="", envvar="EMOEXP_OPTUNA_STORAGE",
               help="The sweeps' Optuna storage URL, for Optuna's own plots "
               "(default: $EMOEXP_OPTUNA_STORAGE, else ./optuna.db when it exists).")
-@click.option("--max-runs", type=int, default=500, show_default=True, help="Read at most this many runs, newest first.")
+@click.option("--max-runs", type=AT_LEAST_1, default=500, show_default=True, help="Read at most this many runs, newest first.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the pages of another experiment in --out (refused without it).")
 @_user_errors
-def dashboard(experiment: str, out_dir: str, metric: str, optuna_storage: str, max_runs: int) -> None:
+def dashboard(experiment: str, out_dir: str, metric: str, optuna_storage: str, max_runs: int,
+              overwrite: bool) -> None:
     """Write static plotly dashboards of the tracked runs and print the path of index.html.
 
     \b
@@ -728,7 +933,7 @@ def dashboard(experiment: str, out_dir: str, metric: str, optuna_storage: str, m
     from emoexp.dashboards import build_dashboards
 
     index = build_dashboards(experiment=experiment or None, out_dir=out_dir, metric=metric,
-                             optuna_storage=optuna_storage or None, max_runs=max_runs)
+                             optuna_storage=optuna_storage or None, max_runs=max_runs, overwrite=overwrite)
     click.echo(str(index))
 
 
@@ -807,12 +1012,12 @@ def stack_status(dir_) -> None:
 @main.command()
 @click.option("--data-root", default="data/demo", show_default=True,
               help="Folder holding faced/ and eav/ (write them with `emoexp data synth`).")
-@click.option("--pretrain-epochs", type=int, default=4, show_default=True)
-@click.option("--finetune-epochs", type=int, default=6, show_default=True)
-@click.option("--sweep-trials", type=int, default=3, show_default=True, help="0 skips the sweep step.")
-@click.option("--sweep-epochs", type=int, default=3, show_default=True)
+@click.option("--pretrain-epochs", type=AT_LEAST_1, default=4, show_default=True)
+@click.option("--finetune-epochs", type=AT_LEAST_1, default=6, show_default=True)
+@click.option("--sweep-trials", type=COUNT, default=3, show_default=True, help="0 skips the sweep step.")
+@click.option("--sweep-epochs", type=AT_LEAST_1, default=3, show_default=True)
 @click.option("--use-audio", type=click.BOOL, default=True, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=COUNT, default=42, show_default=True)
 @click.option("--force", type=click.BOOL, default=False, show_default=True,
               help="Re-run steps even when a finished identical one exists.")
 @click.option("--experiment-name", default="emoexp-pipeline", show_default=True)

@@ -165,22 +165,94 @@ def choices(cls: type) -> dict[str, tuple[Any, ...]]:
     return {k: tuple(v() if callable(v) else v) for k, v in merged.items()}
 
 
+# The metrics a run logs per epoch, which `monitor` may name: the primary head's, another head's
+# with its name first (gender.val_macro_f1), per class (val_f1.sadness), a task's own across
+# heads (val_joint_accuracy). Whether the run's heads and classes have them is checked once the
+# data says which there are (emoexp.engine), still before the run starts.
+_MONITOR_RE = (r"(?:[A-Za-z0-9_-]+\.)?(?:train_loss|val_loss|val_accuracy|val_macro_f1|val_f1\..+"
+               r"|val_[a-z0-9]+_(?:accuracy|macro_f1|loss))")
+MONITOR_EXAMPLES = "val_loss, val_accuracy, val_macro_f1, val_f1.<class>, <head>.val_macro_f1"
+
+
 def validate(cfg: Any) -> None:
-    """The checks every config gets: its keys' choices, then the generic ranges (a config class
-    checks its own ranges in ``__post_init__``)."""
+    """The checks every config gets, before anything is read: its keys' choices, then the generic
+    ranges (a config class checks its own ranges in ``__post_init__``): every number finite
+    (no NaN), every count >= 0, the monitor a metric the runs log. One line per problem."""
+    import math
+
     d = cfg.to_dict()
     for key, allowed in choices(type(cfg)).items():
         if key in d and d[key] not in allowed:
             raise ConfigError(f"{key}: {d[key]!r} is not one of {', '.join(map(str, allowed))}")
-    for key in ("epochs", "batch_size"):
-        if d[key] < 1:
+    for key, typ in field_types(type(cfg)).items():
+        v = d.get(key)
+        if typ is float and isinstance(v, int | float) and not math.isfinite(v):
+            raise ConfigError(f"{key} must be a finite number, got {v}")
+        if typ is int and isinstance(v, int) and v < 0:
+            raise ConfigError(f"{key} must be >= 0, got {v}")
+        if "dropout" in key and typ is float and not 0 <= v < 1:
+            raise ConfigError(f"{key} must lie in [0, 1), got {v}")
+    for key in ("epochs", "batch_size", "nproc", "step_size"):
+        if key in d and d[key] < 1:
             raise ConfigError(f"{key} must be >= 1, got {d[key]}")
     if d["lr"] <= 0:
         raise ConfigError(f"lr must be > 0, got {d['lr']}")
+    if d.get("weight_decay", 0) < 0 or d.get("gamma", 1) <= 0:
+        raise ConfigError(f"weight_decay must be >= 0 and gamma > 0, got {d.get('weight_decay')}, {d.get('gamma')}")
+    if not 0 <= d.get("label_smoothing", 0) < 1:
+        raise ConfigError(f"label_smoothing must lie in [0, 1), got {d['label_smoothing']}")
     if not (0 <= d["val_fraction"] < 1 and 0 <= d["test_fraction"] < 1):
         raise ConfigError("val_fraction and test_fraction must lie in [0, 1)")
     if d["val_fraction"] + d["test_fraction"] >= 1:
         raise ConfigError("val_fraction + test_fraction must be < 1 (something must be left to train on)")
+    if d.get("monitor") is not None:
+        check_metric_name(str(d["monitor"]), "monitor")
+
+
+def check_metric_name(name: str, what: str, *, final: bool = False) -> None:
+    """``name`` has the form of a per-epoch metric (``final``: or of one logged at the end, e.g.
+    ``best_val_macro_f1``, ``test_accuracy``; a sweep's objective); ConfigError otherwise."""
+    import re
+
+    ok = re.fullmatch(_MONITOR_RE, name)
+    if final and not ok:
+        ok = name in ("best_val_macro_f1", "best_epoch") or re.fullmatch(_MONITOR_RE, name.replace("test_", "val_", 1))
+    if ok:
+        return
+    known = ["val_loss", "val_accuracy", "val_macro_f1", "train_loss"]
+    known += ["best_val_macro_f1", "test_accuracy", "test_macro_f1"] if final else []
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    extra = ", best_val_macro_f1, test_<metric>" if final else ""
+    raise ConfigError(f"{what}: {name!r} is not a metric the runs log{hint}; one of {MONITOR_EXAMPLES}{extra}")
+
+
+def check_device(name: str) -> None:
+    """The device a run asks for exists here (checked before any data is read; a config that
+    names a device is still valid where it does not, e.g. a CUDA run's checkpoint on a laptop)."""
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA device is available here; use device=cpu or auto")
+
+
+def check_tracking_store() -> None:
+    """The MLflow tracking URI names a store that opens (known scheme, database reachable, folder
+    there), checked before any data is read; an HTTP server is asked only when the run starts."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    try:
+        from mlflow import MlflowClient
+
+        MlflowClient(uri)  # builds the store: an unknown scheme or an unopenable database fails here
+    except Exception as e:
+        import re
+
+        shown = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", uri)  # no password in messages
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"tracking store {shown}: {first[:300]} (set MLFLOW_TRACKING_URI)") from None
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:

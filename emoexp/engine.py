@@ -22,12 +22,15 @@ from typing import Any
 import numpy as np
 
 from emoexp import distributed as D
+from emoexp import faults
 from emoexp import tracking as T
 from emoexp.checkpoints import jsonable, resolved_source_tags
 from emoexp.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
+    check_device,
+    check_tracking_store,
     format_weights,
     given_keys,
     parse_weights,
@@ -37,9 +40,10 @@ from emoexp.tasks.base import Task, get_task
 log = logging.getLogger(__name__)
 
 # Fault injection for the kill-and-continue test: the process SIGKILLs itself right after the
-# named epoch's checkpoint is written and logged, as a crash or an OOM-killer would.
+# named epoch's checkpoint is written and logged, as a crash or an OOM-killer would
+# (emoexp.faults names more points: mid-checkpoint, during log_model, before the final status).
 FAULT_ENV = "EMOEXP_FAULT_KILL_AFTER_EPOCH"
-FAULT_RANK_ENV = "EMOEXP_FAULT_RANK"  # under DDP: which rank dies (default 0)
+FAULT_RANK_ENV = faults.RANK_ENV  # under DDP: which rank dies (default 0)
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Resume:
     uri: str                   # where it came from
     run_id: str | None = None  # continue: the run to re-attach to
     experiment_id: str | None = None  # branch: the experiment to land in (the parent's)
+    note: str = ""             # continue: what it starts from when that is not last.pt, and why
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Result:
     stop_reason: str = "completed"
     sampling_weights: dict[str, float] = field(default_factory=dict)
     first_epoch: int = 1  # this run's first epoch (a branch's history starts with its ancestors')
+    model_uri: str | None = None  # runs:/<id>/model when the run logged its model
 
     @property
     def best_val_macro_f1(self) -> float:
@@ -95,6 +101,9 @@ def fit(
     """
 
     task = get_task(task) if isinstance(task, str) else task
+    check_device(cfg.device)  # what the settings need of this machine, before any data is read
+    if track:
+        check_tracking_store()
     if resume is None and cfg.resume_from:
         resume, cfg = _branch_from(task, cfg)  # one resume path, whoever calls fit
     if resume and resume.state.get("task") != task.name:
@@ -124,6 +133,7 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
     if resume is not None:  # the checkpoint's fitted preprocessing, not one refitted on today's data
         data = task.reuse_fitted(data, resume.state.get("info", {}))
     info = {**data.info, "heads": data.heads}
+    _check_monitor(task, cfg, data)  # the heads and classes are known now, the run not started
     weights = parse_weights(cfg.weights, data.class_names)
     model = task.build_model(cfg, info)
     pretrained_tags: dict[str, str] = {}
@@ -154,8 +164,9 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
         else:
             run_start = start_epoch
             pretrained_tags = _inherited_tags(st)
-    total_epochs = cfg.epochs if (resume is None or resume.kind == "continue") else start_epoch + cfg.epochs
-    if start_epoch >= total_epochs:
+    continuing = resume is not None and resume.kind == "continue"
+    total_epochs = cfg.epochs if (resume is None or continuing) else start_epoch + cfg.epochs
+    if start_epoch >= total_epochs and not continuing:
         raise ValueError(f"nothing to do: the checkpoint is at epoch {start_epoch} of {total_epochs}")
 
     optimizer = _optimizer(cfg, model)
@@ -189,9 +200,11 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
         ckpt_dir = out_dir / T.ART_CKPT_DIR
         if dist.is_main:  # rank 0 writes every record; the other ranks only train
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if resume is not None and resume.kind == "continue":
+        if continuing:
             _relog_missing_epochs(tracker, history)
             tracker.set_tags({T.TAG_CONTINUED: start_epoch})
+            if dist.is_main:  # the files a kill cut off at the epoch it continues from
+                _complete_checkpoints(tracker, ckpt_dir, resume.state, cfg.checkpoint_every)
         else:
             lineage = _start_run_records(
                 tracker, task, asked, cfg, data, weights, resume, lineage, pretrained_tags, extra_tags, dist
@@ -200,8 +213,14 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
             _restore_rng(resume.state["rng"])  # last: construction above consumed randomness
 
         stop_reason = "completed"
+        if continuing and cfg.patience and patience_count >= cfg.patience:
+            stop_reason = "early_stopping"  # it had stopped, and was killed while finishing
         fault_epoch = int(os.environ.get(FAULT_ENV, "0") or 0)
-        for epoch in range(start_epoch + 1, total_epochs + 1):
+        epochs_left = range(start_epoch + 1, total_epochs + 1) if stop_reason == "completed" else range(0)
+        if continuing and not epochs_left:
+            log.info("run %s trained all its epochs before it stopped: finishing it (test pass, "
+                     "evaluation, model, status)", tracker.run_id)
+        for epoch in epochs_left:
             metrics = _train_one_epoch(
                 task, cfg, model, optimizer, data, weights, primary, loss_weights, device, epoch, total_epochs,
                 dist,
@@ -248,6 +267,7 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
             if dist.is_main:
                 _write_checkpoints(tracker, ckpt_dir, state, epoch, improved, cfg.checkpoint_every)
             tracker.log_metrics(metrics, step=epoch)
+            faults.point("epoch_end", epoch)
             log.log(
                 logging.INFO if dist.is_main else logging.DEBUG,
                 "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.3f  val_f1 %.3f",
@@ -265,12 +285,32 @@ def _fit(task, cfg, asked, resume, dist, device, *, track, epoch_callback, neste
                 break
 
         result = _finish(task, cfg, net, best_state, data, info, tracker, history, best, device,
-                         stop_reason, out_dir, weights, loss_weights, run_start, dist)
+                         stop_reason, out_dir, weights, loss_weights, run_start, dist, continuing=continuing)
     return result
 
 
 # ----------------------------------------------------------------------------------------------
 # Pieces of fit
+
+
+def _check_monitor(task: Task, cfg: TrainConfig, data) -> None:
+    """``monitor`` names a metric this run will log (its heads' and classes' own), else a one-line
+    ConfigError before the run starts (config.validate checked its form before the data)."""
+    import re
+
+    names = {T.M_TRAIN_LOSS}
+    for head, classes in data.heads.items():
+        primary = head == data.primary_head
+        names |= {T.head_metric(head, m, primary) for m in (T.M_VAL_LOSS, T.M_VAL_ACC, T.M_VAL_F1)}
+        names |= {T.head_metric(head, f"{T.M_VAL_F1_CLASS}{c}", primary) for c in classes}
+    names.add(T.M_VAL_LOSS)
+    own = type(task).extra_metrics is not Task.extra_metrics  # a task's metrics across heads
+    if cfg.monitor in names or (own and re.fullmatch(r"val_[a-z0-9]+_(?:accuracy|macro_f1|loss)", cfg.monitor)):
+        return
+    others = [h for h in data.heads if h != data.primary_head]
+    raise ConfigError(f"monitor: {task.name} logs no {cfg.monitor!r}; it logs val_loss, val_accuracy, "
+                      f"val_macro_f1, val_f1.<class> for classes {', '.join(data.class_names)}"
+                      + (f", and <head>.val_... for heads {', '.join(others)}" if others else ""))
 
 
 def _run_name(task: Task, cfg: TrainConfig, resume: Resume | None) -> str:
@@ -448,9 +488,10 @@ def evaluate_split(model, dataset, heads, primary, device, cfg, loss_weights, pr
 
 
 def _finish(task, cfg, model, best_state, data, info, tracker, history, best, device, stop_reason,
-            out_dir, weights, loss_weights, run_start: int = 0, dist=D.SINGLE) -> Result:
+            out_dir, weights, loss_weights, run_start: int = 0, dist=D.SINGLE, continuing: bool = False) -> Result:
     """Best weights back in, test metrics, evaluation artifacts, the MLflow model; all from this
-    run's own epochs (after ``run_start``), never an ancestor's."""
+    run's own epochs (after ``run_start``), never an ancestor's. A continued run killed while it
+    finished does what was left: final metrics not logged yet, the model unless it is logged."""
     from emoexp.evaluation import write_eval_artifacts
 
     if best_state is not None:
@@ -465,6 +506,9 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
         test_metrics, preds = evaluate_split(model, data.test, data.heads, data.primary_head, device, cfg,
                                              loss_weights, prefix="test", return_preds=True, task=task, dist=dist)
         final.update({k: v for k, v in test_metrics.items() if "_f1." not in k})
+    if continuing and tracker.enabled:  # killed after logging them: do not log them twice
+        logged = tracker.logged_metric_steps()
+        final = {k: v for k, v in final.items() if len(history) not in logged.get(k, set())}
     tracker.log_metrics(final, step=len(history))  # history holds every epoch from 1
     tracker.set_tags({T.TAG_STOP_REASON: stop_reason})
     eval_dir = out_dir / T.ART_EVAL_DIR
@@ -472,30 +516,99 @@ def _finish(task, cfg, model, best_state, data, info, tracker, history, best, de
         preds = write_eval_artifacts(model, eval_set, data.heads, device, cfg.batch_size, _collate, eval_dir,
                                      split_name, history, preds=preds)
         task.error_analysis(eval_set, preds, data.heads, eval_dir)
+    model_uri = None
     if tracker.enabled and not pruned:
         tracker.log_artifacts(eval_dir, T.ART_EVAL_DIR)
         if cfg.log_model:
-            from emoexp.serving import log_model
-
-            log_model(task, cfg, info, best_state or model.state_dict(), data.input_example)
+            model_uri = _log_model_once(task, cfg, info, best_state or model.state_dict(), data.input_example,
+                                        tracker, continuing)
     return Result(
         run_id=tracker.run_id, monitor=cfg.monitor, best_value=float(best["value"]),
         best_epoch=int(best["epoch"]), history=history, test_metrics=test_metrics,
         output_dir=out_dir, stop_reason=stop_reason, sampling_weights=weights, first_epoch=run_start + 1,
+        model_uri=model_uri,
     )
+
+
+def _log_model_once(task, cfg, info, state_dict, input_example, tracker, continuing: bool) -> str:
+    """Log the run's MLflow model; a continued run keeps the one it logged before a kill (READY)
+    and deletes those a kill left unfinished (PENDING), which ``runs:/<id>/model`` could pick."""
+    from emoexp.serving import log_model
+
+    uri = f"runs:/{tracker.run_id}/{T.MODEL_NAME}"
+    if continuing:
+        ready = False
+        for m in T.logged_models(tracker.run_id):
+            if str(m.status) == "READY":
+                ready = True
+            else:
+                log.info("deleting the logged model %s a kill left %s", m.model_id, m.status)
+                tracker.client.delete_logged_model(m.model_id)
+        if ready:
+            log.info("the model of run %s was logged before the kill: kept", tracker.run_id)
+            return uri
+    log_model(task, cfg, info, state_dict, input_example)
+    return uri
+
+
+def _checkpoint_names(epoch: int, improved: bool, every: int) -> list[str]:
+    """The files an epoch writes, in the order it writes (and uploads) them: ``last.pt`` last, so
+    that wherever ``last.pt`` is at epoch N (the stage or the artifact store), so are that epoch's
+    ``epoch_NNN.pt`` and ``best.pt``, and a kill before it leaves a newer ``epoch_NNN.pt`` or
+    ``best.pt`` that a continue starts from (:func:`plan_continue`) and completes the epoch with
+    (:func:`_complete_checkpoints`)."""
+    names = []
+    if every and epoch % every == 0:
+        names.append(T.epoch_checkpoint_name(epoch))
+    if improved:
+        names.append(T.ART_BEST)
+    return [*names, T.ART_LAST]
 
 
 def _write_checkpoints(tracker, ckpt_dir: Path, state, epoch: int, improved: bool, every: int) -> None:
     from emoexp.checkpoints import save_checkpoint
 
-    last = save_checkpoint(state, ckpt_dir / T.ART_LAST)
-    files = [last]
-    if improved:
-        files.append(save_checkpoint(state, ckpt_dir / T.ART_BEST))
-    if every and epoch % every == 0:
-        files.append(save_checkpoint(state, ckpt_dir / T.epoch_checkpoint_name(epoch)))
+    files = []
+    for name in _checkpoint_names(epoch, improved, every):
+        files.append(save_checkpoint(state, ckpt_dir / name))
+        faults.point("checkpoint_file", epoch)
+    faults.point("upload", epoch)
     for f in files:
         tracker.log_artifact(f, T.ART_CKPT_DIR)
+
+
+def _complete_checkpoints(tracker, ckpt_dir: Path, state: dict[str, Any], every: int) -> None:
+    """A continued run first completes the checkpoint set a kill cut short: the files of the epoch
+    it continues from (the same state: ``last.pt``, ``epoch_NNN.pt`` on its schedule, ``best.pt``
+    when that epoch was the best) where they are missing or older, in the stage and in the
+    artifact store; stage files that never reached the store are uploaded; temporary files of
+    killed writes are removed."""
+    from emoexp.checkpoints import save_checkpoint
+    from emoexp.data.io import remove_stale_temp_files
+
+    gone = remove_stale_temp_files(ckpt_dir)
+    if gone:
+        log.info("removed %d temporary file(s) of killed checkpoint writes: %s", len(gone),
+                 ", ".join(p.name for p in gone))
+    epoch = int(state["epoch"])
+    best_epoch = int((state.get("best") or {}).get("epoch", 0))
+    body = {k: v for k, v in state.items() if k not in ("format", "source_uri")}
+    written = []
+    for name in _checkpoint_names(epoch, best_epoch == epoch, every):
+        written.append(name)
+        save_checkpoint(body, ckpt_dir / name)
+    if not tracker.enabled:
+        return
+    try:
+        stored = {a.path.rsplit("/", 1)[-1] for a in tracker.client.list_artifacts(tracker.run_id, T.ART_CKPT_DIR)}
+    except Exception:
+        stored = set()
+    local = sorted(p.name for p in ckpt_dir.glob("*.pt") if not p.name.startswith("."))
+    missing = [n for n in local if n not in stored and n not in written]
+    for name in [*missing, *written]:  # last.pt last, as in every epoch
+        tracker.log_artifact(ckpt_dir / name, T.ART_CKPT_DIR)
+    if missing:
+        log.info("uploaded checkpoints a kill kept from the artifact store: %s", ", ".join(missing))
 
 
 def _relog_missing_epochs(tracker, history: list[dict[str, float]]) -> None:
@@ -596,8 +709,7 @@ def _device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA device is available; use device=cpu or auto")
+    check_device(name)
     return torch.device(name)
 
 
@@ -704,10 +816,9 @@ def continue_run(run_id: str, **fit_kwargs) -> Result:
 
 
 def plan_continue(run_id: str) -> tuple[Task, TrainConfig, Resume]:
-    """What :func:`continue_run` will run: the run's task and config, and its newest checkpoint."""
+    """What :func:`continue_run` will run: the run's task and config, and its newest readable
+    checkpoint. A run whose process is alive is refused (it is still training)."""
     from mlflow import MlflowClient
-
-    from emoexp.checkpoints import CheckpointError, load_checkpoint, resolve_local
 
     client = MlflowClient()
     try:
@@ -717,21 +828,80 @@ def plan_continue(run_id: str) -> tuple[Task, TrainConfig, Resume]:
     if run.info.status == "FINISHED" and run.data.tags.get(T.TAG_STOP_REASON):
         raise ValueError(f"run {run_id} already FINISHED ({run.data.tags[T.TAG_STOP_REASON]}); "
                          "branch from it with `emoexp resume runs:/<id>/checkpoints/last.pt` instead")
-    candidates = []
-    local = T.local_run_dir(run_id) / T.ART_CKPT_DIR / T.ART_LAST
-    if local.is_file():
-        with contextlib.suppress(CheckpointError):
-            candidates.append((load_checkpoint(local), str(local)))
-    uri = f"runs:/{run_id}/{T.ART_CKPT_DIR}/{T.ART_LAST}"
-    with contextlib.suppress(CheckpointError):
-        candidates.append((load_checkpoint(resolve_local(uri)), uri))
-    if not candidates:
-        raise ValueError(f"run {run_id} has no readable checkpoints/last.pt to continue from")
-    state, src = max(candidates, key=lambda c: c[0]["epoch"])
+    alive = T.run_liveness(run) if not D.under_torchrun() else None  # the launcher checked
+    if alive is not None and alive.alive:
+        raise ValueError(f"run {run_id} is still running ({alive.why}); continue it once that process "
+                         "has stopped")
+    state, src, note = _newest_checkpoint(client, run_id)
     task = get_task(state["task"])
     cfg = _config_from_state(task, state, {})
     log.info("continuing run %s from epoch %d (%s)", run_id, state["epoch"], src)
-    return task, cfg, Resume("continue", state, src, run_id=run_id)
+    if note:
+        log.warning("%s", note)
+    return task, cfg, Resume("continue", state, src, run_id=run_id, note=note)
+
+
+def _checkpoint_epoch_of(name: str) -> int | None:
+    """``epoch_004.pt`` -> 4; None for other names."""
+    stem = name[:-3] if name.endswith(".pt") else name
+    if stem.startswith("epoch_") and stem[6:].isdigit():
+        return int(stem[6:])
+    return None
+
+
+def _newest_checkpoint(client, run_id: str) -> tuple[dict[str, Any], str, str]:
+    """The newest readable full checkpoint of a run, from its local stage and its artifacts:
+    ``last.pt``, else (unreadable, or older than a file a kill left after it) ``best.pt`` or the
+    newest ``epoch_NNN.pt``; says so when it falls back past an unreadable ``last.pt``."""
+    from emoexp.checkpoints import CheckpointError, load_checkpoint, resolve_local
+
+    local_dir = T.local_run_dir(run_id) / T.ART_CKPT_DIR
+    try:
+        stored = [a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run_id, T.ART_CKPT_DIR)]
+    except Exception:
+        stored = []
+    local = [p.name for p in local_dir.glob("*.pt") if not p.name.startswith(".")] if local_dir.is_dir() else []
+    sources: dict[str, list[tuple[str, Any]]] = {}
+    for name in local:
+        sources.setdefault(name, []).append((str(local_dir / name), lambda n=name: local_dir / n))
+    for name in stored:
+        uri = f"runs:/{run_id}/{T.ART_CKPT_DIR}/{name}"
+        sources.setdefault(name, []).append((uri, lambda u=uri: resolve_local(u)))
+
+    found: list[tuple[dict[str, Any], str, str]] = []
+    broken: list[tuple[str, str]] = []
+
+    def load(name: str) -> None:
+        for label, path in sources.get(name, []):
+            try:
+                found.append((load_checkpoint(path()), label, name))
+            except CheckpointError as e:
+                broken.append((label, str(e).split(": ", 1)[-1]))
+
+    load(T.ART_LAST)
+    load(T.ART_BEST)
+    newest = max((f[0]["epoch"] for f in found), default=0)
+    numbered = sorted(((e, n) for n in sources if (e := _checkpoint_epoch_of(n)) is not None), reverse=True)
+    for epoch, name in numbered:
+        if epoch < newest:
+            break
+        load(name)
+        if any(f[2] == name for f in found):
+            break
+    if not found:
+        tried = "; ".join(f"{label}: {why}" for label, why in broken) or "no checkpoint in the stage or the artifacts"
+        raise ValueError(f"run {run_id} has no readable checkpoint to continue from ({tried}); if it died before "
+                         f"its first epoch ended, `emoexp runs mark-killed {run_id}` ends it and a new run starts over")
+    rank = {T.ART_LAST: 2, T.ART_BEST: 0}  # on a tie: last.pt, then epoch_NNN.pt, then best.pt
+    state, src, name = max(found, key=lambda f: (int(f[0]["epoch"]), rank.get(f[2], 1)))
+    bad_last = [label for label, _ in broken if label.endswith(T.ART_LAST)]
+    note = ""
+    if bad_last and name != T.ART_LAST:
+        note = (f"{' and '.join(bad_last)} unreadable; continuing from {src} (epoch {int(state['epoch'])}), "
+                "the newest readable checkpoint")
+    elif name != T.ART_LAST:
+        note = f"{src} (epoch {int(state['epoch'])}) is newer than last.pt (a kill came between them): continuing from it"
+    return state, src, note
 
 
 def _config_from_state(task: Task, state: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:

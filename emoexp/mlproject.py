@@ -4,7 +4,7 @@
 root; ``tests/test_mlproject.py`` fails when the committed file differs from :func:`render`.
 A task's entry point takes every field of its config as a parameter of the same name and runs
 ``emoexp train <task> --dashed-name {name} ...``; the other entry points (``resume``, ``sweep``,
-``main``, ``promote``, ``dashboard``) come from :data:`COMMANDS` below.
+``cv``, ``baseline``, ``main``, ``promote``, ``dashboard``) come from :data:`COMMANDS` below.
 
 Booleans are declared as quoted strings ("true"/"false"): ``mlflow run`` logs every declared
 parameter as ``str(value)``, so a YAML ``true`` would be logged as ``True``, unlike the ``true``
@@ -32,8 +32,13 @@ COMMANDS: dict[str, tuple[list[tuple[str, type, Any]], str]] = {
                "emoexp resume {checkpoint}"),
     "sweep": ([("task", str, "finetune_eav"), ("n_trials", int, 20), ("storage", str, "sqlite:///optuna.db"),
                ("study_name", str, ""), ("space", str, ""), ("pruner", str, "median"),
-               ("data_dir", str, dataset_dir("eav")), ("epochs", int, 10), ("options", str, "")],
+               ("data_dir", str, dataset_dir("eav")), ("epochs", int, 10), ("options", str, ""), ("folds", str, "")],
               "emoexp sweep {task}"),
+    "cv": ([("task", str, "finetune_eav"), ("folds", str, "loso"), ("baseline", bool, False),
+            ("data_dir", str, dataset_dir("eav")), ("epochs", int, 10), ("options", str, "")],
+           "emoexp cv {task}"),
+    "baseline": ([("task", str, "finetune_eav"), ("data_dir", str, dataset_dir("eav")), ("options", str, "")],
+                 "emoexp baseline {task}"),
     "main": ([("data_root", str, "data/demo"), ("pretrain_epochs", int, 4), ("finetune_epochs", int, 6),
               ("sweep_trials", int, 3), ("sweep_epochs", int, 3), ("use_audio", bool, True), ("seed", int, 42),
               ("force", bool, False)],

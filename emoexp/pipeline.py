@@ -80,8 +80,11 @@ class _Steps:
 
 def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, use_audio: bool,
                  seed: int, sweep_trials: int = 3, sweep_epochs: int = 3, force: bool = False,
-                 experiment_name: str = "emoexp-pipeline", dashboards_dir: str = "dashboards") -> dict[str, Any]:
-    """Run the chain under one parent run; returns {step: run_id} and prints a summary."""
+                 experiment_name: str = "emoexp-pipeline", dashboards_dir: str | None = None) -> dict[str, Any]:
+    """Run the chain under one parent run; returns {step: run_id} and prints a summary.
+
+    The dashboards go to ``dashboards_dir``, by default ``dashboards/<experiment>``: a folder of
+    the pipeline's own, never another experiment's pages."""
     from mlflow import MlflowClient
 
     root = Path(data_root)
@@ -99,6 +102,7 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
         client = MlflowClient()
         exp_id = client.get_run(parent.run_id).info.experiment_id
         exp_name = client.get_experiment(exp_id).name
+        dashboards_dir = dashboards_dir or str(Path("dashboards") / _folder_name(exp_name))
         parent.log_params(params)
         steps = _Steps(exp_id, force)
         ids: dict[str, str] = {}
@@ -131,9 +135,49 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
     if staging:
         print(staging)
     print(f"Dashboards:     {Path(dashboards_dir).resolve() / 'index.html'}")
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    print(f"Open the runs:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+    print(next_steps(ids, exp_name, data_root, use_audio))
     return {"parent": parent.run_id, **ids}
+
+
+def _folder_name(experiment: str) -> str:
+    """An experiment name as one folder name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+
+
+def _bin(tool: str) -> str:
+    """How to call ``tool`` of this Python's environment from a fresh shell in the current folder:
+    ``.venv/bin/mlflow`` (relative when the venv is under it, else the absolute path)."""
+    import sys
+
+    path = Path(sys.executable).parent / tool
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def next_steps(ids: dict[str, str], experiment: str, data_root: str, use_audio: bool) -> str:
+    """What to do next, as commands that work in a fresh shell (the venv's own executables)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    mlflow, emoexp = _bin("mlflow"), _bin("emoexp")
+    env = f"MLFLOW_TRACKING_URI={uri}"
+    finetune = ids.get("finetune_eav", "<run_id>")
+    pretrained = f"runs:/{ids.get('pretrain_faced', '<run_id>')}/{T.MODEL_NAME}"
+    eav = Path(data_root) / "eav"
+    lines = [
+        f"Open the runs:  {mlflow} ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)",
+        f"Next steps (or `source {Path(mlflow).parent}/activate` once and drop the {Path(mlflow).parent}/):",
+        f"  serve the staged model:  {env} {mlflow} models serve -m models:/emoexp-eeg@staging "
+        "--env-manager local -h 127.0.0.1 -p 5001",
+        f"  branch the fine-tuning:  {env} {emoexp} resume runs:/{finetune}/checkpoints/last.pt --epochs 2 "
+        "--weights sadness=5",
+        f"  sweep some more:         {env} {emoexp} sweep finetune_eav --n-trials 10 --data-dir {eav} "
+        f"--experiment-name {experiment} --options \"pretrained={pretrained};use_audio={str(use_audio).lower()}\"",
+        "  the whole chain again:   make demo   (finished steps are reused)",
+    ]
+    return "\n".join(lines)
 
 
 def _staging_line() -> str:

@@ -30,6 +30,7 @@ class PromotionOutcome:
     previous_value: float | None
     action: str
     message: str
+    trained: bool = True   # False: the task has no run at all (``promote`` does not mention it)
 
 
 def modality_tasks() -> dict[str, list[str]]:
@@ -133,6 +134,11 @@ def _runs(client, task: str, exp_ids: list[str]) -> list:
             return runs
 
 
+def _has_runs(client, task: str, exp_ids: list[str]) -> bool:
+    """Whether ``task`` has any run (of any status) in the experiments."""
+    return bool(client.search_runs(exp_ids, filter_string=f"tags.`{T.TAG_TASK}` = '{task}'", max_results=1))
+
+
 def best_candidate(client, task: str, metric: str, exp_ids: list[str]) -> tuple[Any, float, str] | None:
     """(run, value, logged model URI) of the task's best finished run with a logged model."""
     best = None
@@ -228,7 +234,7 @@ def _to_staging(client, task, metric: str, exp_ids: list[str]) -> PromotionOutco
     if cand is None:
         where = f"{name}@{alias} stays at v{held}" if held else f"{name} unchanged"
         return PromotionOutcome(**base, run_id=None, version=held, value=None, previous_value=None,
-                                action="no-candidate",
+                                action="no-candidate", trained=held is not None or _has_runs(client, task.name, exp_ids),
                                 message=f"{task.name}: no finished run with a logged model and {metric}; {where}")
     run, value, uri = cand
     run_id = run.info.run_id
@@ -264,8 +270,9 @@ def _to_production(client, task, modality: str) -> PromotionOutcome:
     prod = alias_holder(client, name, T.ALIAS_PRODUCTION)
     held = str(prod.version) if prod else None
     if staging is None:
+        trained = prod is not None or _has_runs(client, task.name, _experiment_ids(client, None))
         return PromotionOutcome(task=task.name, registered_model=name, run_id=None, version=held, value=None,
-                                previous_version=held, previous_value=None, action="no-candidate",
+                                previous_version=held, previous_value=None, action="no-candidate", trained=trained,
                                 message=f"{task.name}: no version of {name} holds @{T.ALIAS_STAGING}; "
                                         f"run `emoexp promote {modality} --task {task.name}` first")
     version = str(staging.version)

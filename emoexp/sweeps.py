@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from emoexp import tracking as T
-from emoexp.config import ConfigError, apply_overrides, field_types, read_yaml_mapping
+from emoexp.config import (
+    ConfigError,
+    apply_overrides,
+    check_device,
+    check_metric_name,
+    check_tracking_store,
+    field_types,
+    read_yaml_mapping,
+)
 from emoexp.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ TIE_BREAK = 1e-6  # weight of the validation loss in the values reported to the 
 MAX_RETRY = 2     # a lost worker's trial is run again at most this many times
 ATTR_SURPLUS = "emoexp.surplus"   # user attr of a trial dropped because the study had its trials
 ATTR_WORKER = "emoexp.worker"     # user attr: host:pid of the worker that ran the trial
+ATTR_WORKER_START = "emoexp.worker_start"  # user attr: that process's start time (a reused pid is another)
 
 
 @dataclass
@@ -120,7 +129,10 @@ def make_pruner(name: str):
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ConfigError(f"pruner: {name!r} is not one of median, hyperband, none")
+    if name == "wilcoxon":
+        # per fold (sweep --folds): stop a trial once its folds are significantly worse than the best's
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    raise ConfigError(f"pruner: {name!r} is not one of median, hyperband, wilcoxon, none")
 
 
 def make_sampler(seed: int):
@@ -143,6 +155,20 @@ def make_sampler(seed: int):
 
 
 def make_storage(url: str, heartbeat_interval: int = 60):
+    """:func:`_make_storage`, with a storage that cannot be opened (unknown scheme, unparsable URL,
+    missing folder, database down) a one-line :class:`ConfigError` naming the URL (no password)."""
+    try:
+        return _make_storage(url, heartbeat_interval)
+    except ConfigError:
+        raise
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if text.startswith("(") and ") " in text:  # "(sqlite3.OperationalError) unable to open ..."
+            text = text.split(") ", 1)[1]
+        raise ConfigError(f"optuna storage {_redact(url)}: {text[:300]}") from None
+
+
+def _make_storage(url: str, heartbeat_interval: int = 60):
     """A URL -> an Optuna storage. RDB URLs (sqlite, postgresql, mysql) get a heartbeat, so a
     worker killed mid-trial leaves a FAIL, not a trial RUNNING forever, and that trial is queued
     again (:class:`RetryLostTrial`); ``journal:PATH`` is the file journal (faster, no heartbeat)."""
@@ -192,10 +218,10 @@ class RetryLostTrial:
 
         self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
-    def __call__(self, study, trial) -> None:
+    def __call__(self, study, trial, why: str = "no heartbeat") -> None:
         worker = trial.user_attrs.get(ATTR_WORKER, "?")
-        log.warning("trial %d of %s lost its worker %s (no heartbeat): marked FAIL and queued again",
-                    trial.number, study.study_name, worker)
+        log.warning("trial %d of %s lost its worker %s (%s): marked FAIL and queued again",
+                    trial.number, study.study_name, worker, why)
         try:
             _fail_trial_runs(study.study_name, trial.number)
         except Exception as e:  # the retry matters more than the record
@@ -217,11 +243,39 @@ def _fail_trial_runs(study_name: str, number: int) -> None:
 
 
 def _fail_stale(study) -> None:
-    """Fail the trials whose worker stopped beating now, not when this worker's next trial starts
-    (the storage's callback, :class:`RetryLostTrial`, queues them again)."""
+    """Fail the trials whose worker is gone now, not when this worker's next trial starts, and
+    queue them again (:class:`RetryLostTrial`): a worker on this host is known dead at once (its
+    pid), one on another host when its heartbeat stops (RDB storages)."""
     from optuna.storages import fail_stale_trials
 
+    _fail_dead_workers(study)
     fail_stale_trials(study)
+
+
+def _fail_dead_workers(study) -> None:
+    """RUNNING trials whose worker ran on this host and whose process is gone: FAIL, queued again."""
+    import copy
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from emoexp import liveness as L
+
+    me = L.hostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, _, pid = str(t.user_attrs.get(ATTR_WORKER, "")).rpartition(":")
+        if host != me:
+            continue
+        state = L.check(host, pid, t.user_attrs.get(ATTR_WORKER_START))
+        if not state.dead:
+            continue
+        storage = study._storage
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        RetryLostTrial(MAX_RETRY)(study, copy.deepcopy(storage.get_trial(t._trial_id)), why=state.why)
 
 
 def _direction(metric: str) -> str:
@@ -245,8 +299,13 @@ def run_sweep(
     seed: int = 0,
     heartbeat_interval: int = 60,
     experiment_name: str = "",
+    folds: str = "",
 ) -> SweepResult:
-    """Run (or resume) a study of ``n_trials`` trials of ``task_name``; returns its summary."""
+    """Run (or resume) a study of ``n_trials`` trials of ``task_name``; returns its summary.
+
+    ``folds`` (a cross-validation scheme, :mod:`emoexp.cv`): each trial is a cross-validation and
+    its value the fold mean of ``metric``; trials are pruned per fold (``wilcoxon``, which the
+    default ``median`` becomes) instead of per epoch."""
     import optuna
 
     task = get_task(task_name)
@@ -258,6 +317,18 @@ def run_sweep(
     study_name = study_name or f"{task_name}-sweep"
     if n_trials < 1:
         raise ConfigError("n_trials must be >= 1")
+    if folds:
+        from emoexp.data.folds import parse_scheme
+
+        parse_scheme(folds)
+        if pruner == "hyperband":
+            raise ConfigError("--folds prunes per fold: use --pruner wilcoxon (the default) or none")
+        pruner = "wilcoxon" if pruner == "median" else pruner
+    if heartbeat_interval < 1:
+        raise ConfigError(f"heartbeat must be >= 1 second, got {heartbeat_interval}")
+    check_metric_name(metric, "metric", final=True)
+    check_device(base_cfg.device)
+    check_tracking_store()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name, storage=make_storage(storage, heartbeat_interval), load_if_exists=True,
@@ -268,18 +339,22 @@ def run_sweep(
     epochs_trained = 0
     experiment = experiment_name or base_cfg.experiment_name or task_name
     parent_id = None
-    with T.mlflow_run(experiment_name=experiment, run_name=f"sweep-{study_name}",
+    reattach = _dead_parent(experiment, study_name)
+    if reattach:
+        log.info("study %s: reattaching to its sweep run %s, whose worker is gone", study_name, reattach)
+    with T.mlflow_run(experiment_name=experiment, run_name=f"sweep-{study_name}", run_id=reattach,
                       description=f"Optuna study {study_name}: {n_trials} trials of {task_name}") as parent:
         parent_id = parent.run_id
         parent.set_tags({T.TAG_STUDY: study_name, T.TAG_TASK: task_name, T.TAG_MODALITY: task.modality,
                          T.TAG_SWEEP: T.SWEEP_PARENT})
         parent.log_params({"task": task_name, "n_trials": n_trials, "storage": _redact(storage),
                            "study_name": study_name, "pruner": pruner, T.PARAM_SWEEP_METRIC: metric,
-                           "space": str(space or default_space_path(task_name))})
+                           "space": str(space or default_space_path(task_name)), **({"folds": folds} if folds else {})})
 
         def objective(trial) -> float:
             nonlocal epochs_trained
             trial.set_user_attr(ATTR_WORKER, _worker_id())
+            trial.set_user_attr(ATTR_WORKER_START, _worker_start())
             ahead = sum(1 for t in study.get_trials(deepcopy=False, states=_counted_states()) if t.number < trial.number)
             if ahead >= n_trials:  # another worker started the study's last trial at the same moment
                 trial.set_user_attr(ATTR_SURPLUS, True)
@@ -289,6 +364,15 @@ def run_sweep(
             cfg = apply_overrides(base_cfg, params)
             cfg = apply_overrides(cfg, {"run_name": f"{task_name}-trial{trial.number:03d}",
                                         "experiment_name": experiment})
+            if folds:  # a cross-validation per trial, pruned per fold
+                from emoexp.cv import fold_trial
+
+                def count(n: int) -> None:
+                    nonlocal epochs_trained
+                    epochs_trained += n
+
+                return fold_trial(task, cfg, folds, trial, metric,
+                                  {T.TAG_STUDY: study_name, T.TAG_TRIAL: trial.number}, count)
             best_so_far = -math.inf if _direction(metric) == "maximize" else math.inf
             per_epoch = T.M_VAL_F1 if metric == T.M_BEST_VAL_F1 else metric
 
@@ -320,10 +404,35 @@ def run_sweep(
             return value
 
         _run_trials(study, objective, n_trials, heartbeat=not storage.startswith("journal:"),
-                    poll_s=max(0.5, min(5.0, heartbeat_interval / 2)))
+                    poll_s=max(0.5, min(5.0, heartbeat_interval / 2)), metric=metric,
+                    step="fold" if folds else "epoch")
         result = _summarise(study, parent_id, epochs_trained)
         _record_parent(parent, study, result, metric)
     return result
+
+
+def _dead_parent(experiment: str, study_name: str) -> str | None:
+    """The sweep run of ``study_name`` in ``experiment`` that a killed worker left (RUNNING with
+    its process gone, or marked KILLED), newest first; None when there is none (or when this
+    sweep runs inside another run, e.g. ``mlflow run``'s step, which is then its run)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if os.environ.get("MLFLOW_RUN_ID") or mlflow.active_run() is not None:
+        return None
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], filter_string=(
+        f"tags.`{T.TAG_STUDY}` = '{study_name}' AND tags.`{T.TAG_SWEEP}` = '{T.SWEEP_PARENT}'"))
+    for run in runs:
+        if run.info.status == "KILLED":
+            return run.info.run_id
+        state = T.run_liveness(run)
+        if state is not None and state.dead:
+            return run.info.run_id
+    return None
 
 
 class SurplusTrial(RuntimeError):
@@ -348,7 +457,14 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _run_trials(study, objective, n_trials: int, *, heartbeat: bool, poll_s: float) -> None:
+def _worker_start() -> str:
+    from emoexp.liveness import this_process
+
+    return this_process()["start"]
+
+
+def _run_trials(study, objective, n_trials: int, *, heartbeat: bool, poll_s: float, metric: str = "",
+                step: str = "epoch") -> None:
     """Run trials until the study has ``n_trials`` finished (COMPLETE or PRUNED) ones, counting
     every worker's. One trial per ``optimize`` call (Optuna's heartbeat, pruning, NaN and error
     handling), with the count checked before each: ``MaxTrialsCallback`` checks only after a trial,
@@ -389,8 +505,42 @@ def _run_trials(study, objective, n_trials: int, *, heartbeat: bool, poll_s: flo
         last.clear()
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
                        callbacks=[lambda _study, frozen: last.append(frozen)])
+        if last and not last[-1].user_attrs.get(ATTR_SURPLUS):
+            log.info("%s", trial_line(last[-1], metric, step))
         if last and last[-1].state == TrialState.FAIL and not last[-1].user_attrs.get(ATTR_SURPLUS):
             own_failures += 1
+
+
+def trial_line(trial, metric: str, step: str = "epoch") -> str:
+    """One line per finished trial: ``trial 3: lr=0.0003, batch_size=16 -> best_val_macro_f1
+    0.4123``, ``... -> pruned at epoch 2`` (``at fold 2`` for cross-validated trials) or
+    ``... -> failed``."""
+    from optuna.trial import TrialState
+
+    params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items()) or "(no parameters)"
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"{metric or 'value'} {trial.value:.4f}"
+    elif trial.state == TrialState.PRUNED:
+        n = trial.last_step
+        outcome = f"pruned at {step} {n + 1 if step == 'fold' else n}" if n is not None else "pruned"
+    else:
+        outcome = trial.state.name.lower()
+    return f"trial {trial.number}: {params} -> {outcome}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def summary_lines(result: SweepResult, metric: str) -> list[str]:
+    """The end of a sweep, for people: the trials by outcome, the best trial and where it is."""
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.states.items())) or "no trials"
+    lines = [f"study {result.study_name}: {result.n_trials} trials ({counts})"]
+    if result.best_value is not None:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in result.best_params.items())
+        lines.append(f"  best trial: {metric} = {result.best_value:.4f} with {params or 'the defaults'}")
+        lines.append(f"  best trial's run: {result.best_run_id}   sweep run: {result.parent_run_id}")
+    return lines
 
 
 def _objective_value(result, metric: str) -> float:

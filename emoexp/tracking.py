@@ -42,6 +42,18 @@ MODEL_KIND_BASELINE = "baseline"
 TAG_SWEEP = "emoexp.sweep"              # = SWEEP_PARENT on the run that holds a study's trials
 SWEEP_PARENT = "parent"
 TAG_BEST_RUN = "emoexp.best_run_id"     # on a sweep parent: the best trial's run
+# The process behind a run (emoexp.liveness): a run killed at any point can be told from a live one.
+TAG_HOST = "emoexp.host"
+TAG_PID = "emoexp.pid"
+TAG_PID_START = "emoexp.pid_start"      # the process's start time: a reused pid is another process
+TAG_HEARTBEAT = "emoexp.heartbeat"      # unix seconds of the last beat, every TAG_HEARTBEAT_S seconds
+TAG_HEARTBEAT_S = "emoexp.heartbeat_interval"
+TAG_KILLED_WHY = "emoexp.killed_why"    # `emoexp runs mark-killed`: why the run was found dead
+HEARTBEAT_ENV = "EMOEXP_HEARTBEAT_S"    # seconds between a run's heartbeats (default 30)
+DEFAULT_HEARTBEAT_S = 30.0
+TAG_CV_SCHEME = "emoexp.cv_scheme"      # cross-validation: the scheme (loso, kfold:5 ...) on parent and folds
+TAG_FOLD = "emoexp.fold"                # on a fold's run: its index, from 0
+TAG_LEAKAGE = "emoexp.leakage_check"    # on a fold's run: passed (a failed check stops the run)
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
 # What a branch inherits from its parent (it starts from weights that came from there).
 INHERITED_TAGS = (TAG_PRETRAINED_FROM, TAG_PRETRAINED_RESOLVED, TAG_PRETRAINED_RUN, TAG_CHANNEL_ADAPTER,
@@ -78,6 +90,8 @@ ART_WEIGHT_CHANGES = "weight_changes.log"
 ART_SPLIT = "split.json"
 ART_EVAL_DIR = "eval"
 ART_ERROR = "error.txt"
+ART_CV_FOLDS = "cv_folds.csv"           # on a cross-validation parent: one row per fold
+ART_CV_SUBJECTS = "cv_subjects.csv"     # on a cross-validation parent: one row per test subject
 MODEL_NAME = "model"                   # the logged MLflow model: runs:/<id>/model
 MODEL_CHECKPOINT = "checkpoint"        # the artifact key of the weights inside the MLflow model
 
@@ -288,6 +302,7 @@ def mlflow_run(
     rename = False
     if run_id:
         kwargs["run_id"] = run_id
+        kwargs["nested"] = nested  # re-attach inside an active run (a cross-validation fold continued)
     elif env_run and not nested and mlflow.active_run() is None:
         kwargs["run_id"] = env_run
         rename = bool(run_name)  # `mlflow run` names its runs at random; ours say what they are
@@ -304,6 +319,13 @@ def mlflow_run(
         os.environ.pop("MLFLOW_RUN_ID", None)
     if description and "run_id" not in kwargs:
         kwargs["description"] = description
+    if "run_id" in kwargs and mlflow.active_run() is None:
+        # re-attaching (continue, a sweep's run, `mlflow run`'s step): MLflow refuses a run of
+        # another experiment than the one an earlier run in this process made active
+        from mlflow import MlflowClient
+
+        exp = MlflowClient().get_run(kwargs["run_id"]).info.experiment_id
+        mlflow.set_experiment(experiment_id=exp)
     run = mlflow.start_run(**kwargs, tags=tags)
     tracker = MlflowTracker(run.info.run_id)
     if rename:
@@ -315,17 +337,125 @@ def mlflow_run(
     code = dict(source_tags())
     if "run_id" in kwargs and run.data.tags.get(MLFLOW_GIT_COMMIT):
         code.pop(MLFLOW_GIT_COMMIT, None)  # `mlflow run` recorded the project's own commit
-    tracker.set_tags(code)
+    heartbeat = Heartbeat(run.info.run_id)
+    tracker.set_tags({**code, **heartbeat.tags()})
+    heartbeat.start()
     try:
         yield tracker
     except KeyboardInterrupt:
+        heartbeat.stop()
         _end_with_error(tracker, "KILLED")
         raise
     except BaseException:
+        heartbeat.stop()
         _end_with_error(tracker, "FAILED")
         raise
     else:
+        heartbeat.stop()
+        from emoexp import faults
+
+        faults.point("before_status")
         mlflow.end_run("FINISHED")
+
+
+def heartbeat_interval() -> float:
+    """Seconds between a run's heartbeats: ``$EMOEXP_HEARTBEAT_S``, else 30."""
+    try:
+        value = float(os.environ.get(HEARTBEAT_ENV, "") or DEFAULT_HEARTBEAT_S)
+    except ValueError:
+        value = DEFAULT_HEARTBEAT_S
+    return value if value > 0 else DEFAULT_HEARTBEAT_S
+
+
+class Heartbeat:
+    """Who runs a run (host, pid, process start: tags set once) and that it still does (tag
+    ``emoexp.heartbeat`` refreshed every :func:`heartbeat_interval` seconds by a daemon thread),
+    so that a run whose process died, at any point, can be told from a live one
+    (:func:`run_liveness`)."""
+
+    def __init__(self, run_id: str, interval: float | None = None):
+        import threading
+
+        self.run_id = run_id
+        self.interval = interval or heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"emoexp-heartbeat-{run_id[:8]}", daemon=True)
+
+    def tags(self) -> dict[str, str]:
+        from emoexp.liveness import this_process
+
+        me = this_process()
+        return {TAG_HOST: me["host"], TAG_PID: me["pid"], TAG_PID_START: me["start"],
+                TAG_HEARTBEAT: f"{time.time():.0f}", TAG_HEARTBEAT_S: f"{self.interval:g}"}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        while not self._stop.wait(self.interval):
+            try:
+                client.set_tag(self.run_id, TAG_HEARTBEAT, f"{time.time():.0f}")
+            except Exception as e:  # a store outage: the next beat may get through
+                log.debug("heartbeat of run %s not recorded: %s", self.run_id, e)
+
+
+# A RUNNING run that records no process at all (started by `mlflow run`, whose command then failed
+# before emoexp started; or by an older emoexp) is taken for dead once it is this old.
+NO_PROCESS_GRACE_S = 600.0
+
+
+def run_liveness(run, now: float | None = None):
+    """:class:`emoexp.liveness.Liveness` of a RUNNING run (``alive``, ``dead`` or ``unknown``);
+    None for a run that has ended. Same host: the pid answers at once; another host: the
+    heartbeat, stale after 3 intervals."""
+    from emoexp import liveness as L
+
+    if run.info.status != "RUNNING":
+        return None
+    tags = run.data.tags
+    now = time.time() if now is None else now
+    if not tags.get(TAG_PID):
+        age = now - (run.info.start_time or 0) / 1000.0
+        if age > NO_PROCESS_GRACE_S:
+            return L.Liveness(L.DEAD, f"RUNNING for {age / 60:.0f} min and no emoexp process ever recorded "
+                                      "itself (its start failed, or an older emoexp ran it)")
+        return L.Liveness(L.UNKNOWN, "no process recorded yet")
+    return L.check(tags.get(TAG_HOST), tags.get(TAG_PID), tags.get(TAG_PID_START), tags.get(TAG_HEARTBEAT),
+                   tags.get(TAG_HEARTBEAT_S), now=now)
+
+
+def logged_models(run_id: str, name: str = MODEL_NAME) -> list:
+    """The MLflow LoggedModels named ``name`` that run ``run_id`` logged (any status)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_run(run_id).info.experiment_id
+    out, token = [], None
+    while True:
+        page = client.search_logged_models(experiment_ids=[exp], filter_string=f"name = '{name}'",
+                                           page_token=token)
+        out += [m for m in page if m.source_run_id == run_id]
+        token = page.token
+        if not token:
+            return out
+
+
+def mark_killed(run_id: str, reason: str) -> None:
+    """End a run whose process is gone: KILLED, with ``emoexp.stop_reason=killed`` and why."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_tag(run_id, TAG_STOP_REASON, "killed")
+    client.set_tag(run_id, TAG_KILLED_WHY, reason[:5000])
+    client.set_terminated(run_id, "KILLED")
 
 
 def _end_with_error(tracker: MlflowTracker, status: str) -> None:

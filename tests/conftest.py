@@ -45,7 +45,10 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
 def faced_root(session_tmp) -> Path:
     from emoexp.data.synth import synth_faced
 
-    return Path(synth_faced(session_tmp / "faced", subjects=5, seed=0, n_samples=1500))
+    # the plant the engine tests were written for: one exact frequency per class, equally strong on
+    # every planted channel (the calibrated defaults are harder: benchmarks/bench_calibration.py)
+    return Path(synth_faced(session_tmp / "faced", subjects=5, seed=0, n_samples=1500, freq_jitter=0.0,
+                            topography=0.0))
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +87,14 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def serve_model(uri: str, log_path: Path, timeout: float = 120.0):
     """`mlflow models serve` of ``uri`` in its own process group; yields the base URL; always stopped."""
+    with serve_models([(uri, log_path)], timeout) as urls:
+        yield urls[0]
+
+
+@contextlib.contextmanager
+def serve_models(models: list[tuple[str, Path]], timeout: float = 180.0):
+    """`mlflow models serve` of several ``(uri, log_path)`` at once (they start side by side);
+    yields their base URLs in order; always stopped."""
     import signal
     import subprocess
     import sys
@@ -91,45 +102,55 @@ def serve_model(uri: str, log_path: Path, timeout: float = 120.0):
     import urllib.error
     import urllib.request
 
-    port = _free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    procs = []
     try:
+        for uri, log_path in models:
+            port = _free_port()
+            with open(log_path, "wb") as log:
+                procs.append((subprocess.Popen(
+                    [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+                     "-h", "127.0.0.1", "-p", str(port)],
+                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                ), f"http://127.0.0.1:{port}", log_path))
         deadline = time.monotonic() + timeout  # 10-13 s idle; more on a busy 2-core box
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /ping answer in {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
+        for proc, url, log_path in procs:
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"mlflow models serve exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no /ping answer in {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield [url for _, url, _ in procs]
     finally:
-        # the server's own session: its workers go too, and nothing else
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        # each server's own session: its workers go too, and nothing else
+        for proc, _, _ in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _, _ in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.fixture(scope="session")
 def model_server():
     """:func:`serve_model`, for tests: ``with model_server(uri, log_path) as url: ...``."""
     return serve_model
+
+
+@pytest.fixture(scope="session")
+def model_servers():
+    """:func:`serve_models`: ``with model_servers([(uri, log_path), ...]) as urls: ...``."""
+    return serve_models
 
 
 @pytest.fixture(scope="session")

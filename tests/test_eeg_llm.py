@@ -193,6 +193,27 @@ def test_config_errors_name_the_problem(deap_root, tmp_path):
         engine.fit(task, cfg, track=False)
 
 
+def test_targets_dominance_liking_and_quadrants(deap_root):
+    """Any rating is a head; the quadrant target is one 4-class head; the first is primary."""
+    task = get_task("train_eeg_llm")
+    with pytest.raises(ConfigError, match="targets must be distinct names among valence, arousal, dominance"):
+        apply_overrides(task.default_config(), {"targets": "valence,mood"})
+    with pytest.raises(ConfigError, match="needs levels=2"):
+        apply_overrides(task.default_config(), {"targets": "quadrant", "levels": 3})
+    task, cfg = _cfg(deap_root, targets="quadrant,dominance,liking", epochs=1, freeze_epochs=0, log_model=False,
+                     max_subjects=3)
+    data = task.build_data(cfg)
+    assert data.heads == {"quadrant": ["LVLA", "LVHA", "HVLA", "HVHA"], "dominance": ["low", "high"],
+                          "liking": ["low", "high"]}
+    item = data.train[0]
+    assert set(item) == {"tokens", "quadrant", "dominance", "liking"} and 0 <= int(item["quadrant"]) < 4
+    result = engine.fit(task, cfg, track=False)
+    h = result.history[-1]
+    assert {"val_macro_f1", "dominance.val_macro_f1", "liking.val_accuracy", "val_joint_accuracy"} <= set(h)
+    _, one = _cfg(deap_root, targets="arousal", epochs=1, freeze_epochs=0, log_model=False, max_subjects=3)
+    assert "val_joint_accuracy" not in engine.fit(task, one, track=False).history[-1]
+
+
 def test_trial_and_segment_splits(deap_root, caplog):
     task, cfg = _cfg(deap_root, split="trial")
     data = task.build_data(cfg)

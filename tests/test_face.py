@@ -262,3 +262,85 @@ def test_mlflow_run_train_face_entry_point(affectnet_root, tmp_path, mlflow_cli_
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("train_face")
     assert run.data.tags[T.TAG_DATASET] == "affectnet" and run.data.params["classes"] == "6"
     assert "contempt" not in "".join(run.data.params)  # dropped, not a class
+
+
+# ------------------------------------------------------------------------------------------------
+# backbone=hf: a local Hugging Face image classifier (seed 003's ViT), offline
+
+SEED3_LABELS = ["sad", "disgust", "angry", "neutral", "fear", "surprise", "happy"]  # the ViT's id2label
+
+
+def _tiny_vit(path: Path, labels=SEED3_LABELS) -> Path:
+    """A tiny random ViT image classifier and its image processor, saved like a downloaded model."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                       label2id={c: i for i, c in enumerate(labels)})
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("classes, head", [(7, "kept"), (6, "replaced")])
+def test_hf_backbone_maps_its_classifier_by_name(tmp_path, fer_csv, classes, head):
+    from emoexp.models.face_hf import load_hf_weights
+
+    vit = _tiny_vit(tmp_path / "vit")
+    task, cfg = _cfg(fer_csv, backbone="hf", hf_model=str(vit), classes=classes, samples_per_class=4)
+    data = task.build_data(cfg)
+    assert data.info["image_size"] == 32 and data.info["hf"]["labels"] == SEED3_LABELS
+    names = data.heads["emotion"]
+    model = task.build_model(cfg, {**data.info, "heads": data.heads})
+    done = load_hf_weights(model, vit, names)
+    assert done["head"] == head and len(done["mapped"]) == classes
+    from transformers import ViTForImageClassification
+
+    src = ViTForImageClassification.from_pretrained(vit).state_dict()
+    own = model.net.state_dict()
+    for k, c in enumerate(names):   # our anger is their angry, etc.
+        j = SEED3_LABELS.index({"anger": "angry"}.get(c, c))
+        torch.testing.assert_close(own["classifier.weight"][k], src["classifier.weight"][j])
+    torch.testing.assert_close(own["vit.embeddings.patch_embeddings.projection.weight"],
+                               src["vit.embeddings.patch_embeddings.projection.weight"])
+    # the model sees what its own processor makes of the pixels
+    from transformers import ViTImageProcessor
+
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    ours = preprocess(img[None], 32, grayscale=False)
+    theirs = ViTImageProcessor.from_pretrained(vit)(images=[img], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours * model.in_scale + model.in_shift, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_hf_backbone_trains_with_seed3_flags_and_serves_without_its_folder(tmp_path, fer_csv):
+    import shutil
+
+    import mlflow
+
+    vit = _tiny_vit(tmp_path / "vit")
+    res = CliRunner().invoke(cli, ["train", "train_face", "--data-dir", str(fer_csv), "--dataset", "fer2013",
+                                   "--classes", "7", "--model", str(vit), "--backbone", "hf",
+                                   "--learning-rate", "2e-5", "--batch-size", "32", "--samples-per-class", "10",
+                                   "--epochs", "1", "--experiment-name", "test-face-hf"])
+    assert res.exit_code == 0, res.output
+    run_id = res.output.split("run ")[1].split()[0]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["backbone"] == "hf" and run.data.params["lr"] == "2e-05"
+    assert run.data.tags["emoexp.hf_model"] == str(vit) and "labels mapped by name" in run.data.tags["emoexp.hf_head"]
+    shutil.rmtree(vit)   # served from the checkpoint alone
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    img = np.random.default_rng(1).integers(0, 255, (60, 50, 3)).astype(np.uint8)
+    out = model.predict({"image": np.stack([img, img])})
+    assert len(out) == 2 and set(out["label"]) <= set(FACE6 + ["disgust"])
+
+
+def test_hf_backbone_config_errors(tmp_path, fer_csv):
+    task = get_task("train_face")
+    with pytest.raises(ConfigError, match="backbone=hf needs hf_model"):
+        apply_overrides(task.default_config(), {"backbone": "hf"})
+    with pytest.raises(ConfigError, match="add --backbone hf"):
+        apply_overrides(task.default_config(), {"hf_model": str(tmp_path)})
+    task, cfg = _cfg(fer_csv, backbone="hf", hf_model="dima806/facial_emotions_image_detection")
+    with pytest.raises(ConfigError, match="Nothing is downloaded"):
+        task.build_data(cfg)

@@ -51,7 +51,6 @@ def parent(faced_root, tmp_path_factory):
     client = MlflowClient()
     exp_id = client.create_experiment("records-parent-exp")
     run = client.create_run(exp_id)
-    mlflow.set_experiment(experiment_id=exp_id)  # as `mlflow run` sets MLFLOW_EXPERIMENT_ID beside the run
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("parent"))
     os.environ["MLFLOW_RUN_ID"] = run.info.run_id

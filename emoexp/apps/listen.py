@@ -51,10 +51,13 @@ def file_blocks(path: str | Path, rate: int, block_seconds: float = 0.5) -> Iter
     """Mono float32 blocks of ``path`` at ``rate``, read incrementally (long files never load whole)."""
     import soundfile as sf
 
-    from emoexp.data.audio import resample
+    from emoexp.data.audio import check_wav_data_chunk, resample
 
     try:
+        check_wav_data_chunk(path)  # a wav cut short is named, not streamed as if whole
         f = sf.SoundFile(str(path))
+    except DataError:
+        raise
     except Exception as e:  # LibsndfileError, RuntimeError, OSError
         raise DataError(path, f"cannot read audio: {e}") from None
     with f:

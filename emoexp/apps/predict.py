@@ -49,16 +49,47 @@ class ModelSpec:
         return int(self.inputs[name][-1])
 
 
-def model_spec(model) -> ModelSpec:
-    """The :class:`ModelSpec` of a loaded emoexp pyfunc (its signature + checkpoint info)."""
+def load_model(model_uri: str):
+    """-> (:class:`~emoexp.serving.EmoexpModel`, the MLflow model's metadata), emoexp's own way:
+    the metadata from the ``MLmodel`` file (YAML), the network rebuilt by the task registry from
+    the config and ``weights_only`` state in its ``checkpoint.pt``. The model's
+    ``python_model.pkl`` is never unpickled, so a model folder from elsewhere runs no code here
+    (``mlflow.pyfunc.load_model`` and ``mlflow models serve`` would run it: MLflow's design)."""
+    from mlflow.models import Model
+
+    from emoexp.checkpoints import CheckpointError, load_from_uri, resolve_local
     from emoexp.serving import EmoexpModel
 
-    py = model.unwrap_python_model()
+    try:
+        local = resolve_local(model_uri)
+    except CheckpointError as e:
+        raise ValueError(f"{model_uri}: cannot load the model ({str(e).split(': ', 1)[-1]})") from None
+    mlmodel = local / "MLmodel" if local.is_dir() else None
+    if mlmodel is None or not mlmodel.is_file():
+        raise ValueError(f"{model_uri}: not an MLflow model (no MLmodel file); predict takes runs:/<id>/model, "
+                         "models:/<name>@<alias> or a model folder")
+    try:
+        metadata = Model.load(str(mlmodel))
+    except Exception as e:
+        raise ValueError(f"{model_uri}: unreadable MLmodel file ({type(e).__name__}: {e})") from None
+    model = EmoexpModel()
+    model._from_state(load_from_uri(str(local)))
+    return model, metadata
+
+
+def model_spec(model, metadata=None) -> ModelSpec:
+    """The :class:`ModelSpec` of a loaded emoexp model (its metadata's inputs + checkpoint info):
+    an :class:`~emoexp.serving.EmoexpModel` with its ``metadata`` (:func:`load_model`), or a pyfunc."""
+    from emoexp.serving import EmoexpModel, input_shapes
+
+    if isinstance(model, EmoexpModel):
+        py = model
+    else:
+        py, metadata = model.unwrap_python_model(), model.metadata
     if not isinstance(py, EmoexpModel):
-        raise ValueError(f"{model.metadata.artifact_path or 'model'}: not an emoexp model "
+        raise ValueError(f"{metadata.artifact_path or 'model'}: not an emoexp model "
                          f"(python model {type(py).__name__})")
-    schema = model.metadata.get_input_schema()
-    inputs = {i.name: tuple(int(d) for d in i.shape) for i in schema.inputs} if schema else {}
+    inputs = input_shapes(metadata)
     info, cfg = py.info, py.cfg
     return ModelSpec(
         task=py.task.name,
@@ -125,7 +156,8 @@ def _sequence_windows(seq: np.ndarray, spec: ModelSpec, overlap: float) -> tuple
     return {"sequence": np.stack([seq[b:b + size] for b in begin])}, begin / spec.extra["fps"]
 
 
-def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> Any:
+def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0,
+                  errors: list[tuple[str, str]] | None = None) -> Any:
     """Predict every window of every file -> DataFrame, one row per window.
 
     Columns: ``file``, ``segment`` (recording / clip / trial), ``window``, ``start_s``, ``label``,
@@ -133,8 +165,11 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
     ``overlap`` in [0, 1): 0 cuts back-to-back windows, 0.5 half-overlapping ones; it is a
     fraction of each model input's own window, turned into a stride in samples per input
     (:func:`emoexp.data.windows.stride_from_fraction`).
+
+    ``errors``: a list to collect ``(file, problem)`` of the files that could not be predicted,
+    while the others are; without it the first bad file raises :class:`DataError`. When no file
+    could be predicted, that raises either way.
     """
-    import mlflow
     import pandas as pd
 
     stride_from_fraction(1, overlap)   # checks overlap in [0, 1) before loading anything
@@ -142,35 +177,79 @@ def predict_files(model_uri: str, files: list[str], *, overlap: float = 0.0) -> 
         raise ValueError("no files to predict")
     paths = [Path(f) for f in files]
     readers = file_readers()
+    bad: list[tuple[str, str]] = []
+
+    def reject(path: Path, why: str) -> None:
+        if errors is None:
+            raise DataError(path, why)
+        bad.append((os.fspath(path), why))
+
+    good = []
     for p in paths:
         if p.suffix.lower() not in readers:
-            raise DataError(p, f"unknown file type {p.suffix or '(none)'!r}; known: {', '.join(readers)}")
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such file")
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except Exception as e:  # MlflowException, OSError...: one line, not a traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{model_uri}: cannot load the model ({first})") from None
-    spec = model_spec(model)
+            reject(p, f"unknown file type {p.suffix or '(none)'!r}; known: {', '.join(readers)}")
+        elif not p.is_file():
+            reject(p, "no such file")
+        else:
+            good.append(p)
+    if not good:
+        if errors is not None:
+            errors.extend(bad)
+        raise DataError(bad[0][0], bad[0][1]) if len(bad) == 1 else ValueError(
+            f"no file could be predicted: {'; '.join(f'{p}: {w}' for p, w in bad)}")
+    model, metadata = load_model(model_uri)
+    spec = model_spec(model, metadata)
     frames = []
-    for path in paths:
-        for k, seg in enumerate(readers[path.suffix.lower()](path, spec)):
-            if "image" in seg:  # an image is one sample, not a signal to cut into windows
-                inputs, starts = {"image": seg["image"][None]}, np.zeros(1)
-            elif "sequence" in seg:
-                inputs, starts = _sequence_windows(seg["sequence"], spec, overlap)
-            elif "waveform" in seg:
-                inputs, starts = _speech_windows(seg["waveform"], spec, overlap)
-            else:
-                inputs, starts = _segment_inputs(path, k, seg, spec, overlap)
-            preds = [model.predict({n: a[i : i + _BATCH] for n, a in inputs.items()})
-                     for i in range(0, len(starts), _BATCH)]
-            df = pd.concat(preds, ignore_index=True)
-            prob_cols = [c for c in df.columns if c.startswith("prob_")]
-            df.insert(0, "prob", df[prob_cols].max(axis=1))
-            df.insert(0, "label", df.pop("label"))
-            meta = pd.DataFrame({"file": os.fspath(path), "segment": k, "window": np.arange(len(starts)),
-                                 "start_s": np.round(starts, 4)})
-            frames.append(pd.concat([meta, df], axis=1))
+    for path in good:
+        try:
+            frames += _predict_file(model, spec, readers[path.suffix.lower()], path, overlap)
+        except DataError as e:
+            reject(path, e.problem if e.path == os.fspath(path) else str(e))
+        except ValueError as e:  # the model refused what the file held (emoexp.serving.InputError)
+            reject(path, str(e))
+    if errors is not None:
+        errors.extend(bad)
+    if not frames:
+        if len(bad) == 1:
+            raise DataError(bad[0][0], bad[0][1])
+        raise ValueError(f"no file could be predicted: {'; '.join(f'{p}: {w}' for p, w in bad)}")
     return pd.concat(frames, ignore_index=True)
+
+
+def _predict_file(model, spec: ModelSpec, reader, path: Path, overlap: float) -> list:
+    """One file -> one DataFrame per segment (see :func:`predict_files`)."""
+    import pandas as pd
+
+    from emoexp.serving import predict_frame
+
+    frames = []
+    for k, seg in enumerate(reader(path, spec)):
+        _check_finite(path, k, seg)
+        if "image" in seg:  # an image is one sample, not a signal to cut into windows
+            inputs, starts = {"image": seg["image"][None]}, np.zeros(1)
+        elif "sequence" in seg:
+            inputs, starts = _sequence_windows(seg["sequence"], spec, overlap)
+        elif "waveform" in seg:
+            inputs, starts = _speech_windows(seg["waveform"], spec, overlap)
+        else:
+            inputs, starts = _segment_inputs(path, k, seg, spec, overlap)
+        preds = [predict_frame(model.task, model.cfg, model.info, model.model,
+                               {n: a[i : i + _BATCH] for n, a in inputs.items()})
+                 for i in range(0, len(starts), _BATCH)]
+        df = pd.concat(preds, ignore_index=True)
+        prob_cols = [c for c in df.columns if c.startswith("prob_")]
+        df.insert(0, "prob", df[prob_cols].max(axis=1))
+        df.insert(0, "label", df.pop("label"))
+        meta = pd.DataFrame({"file": os.fspath(path), "segment": k, "window": np.arange(len(starts)),
+                             "start_s": np.round(starts, 4)})
+        frames.append(pd.concat([meta, df], axis=1))
+    return frames
+
+
+def _check_finite(path: Path, k: int, seg: Segment) -> None:
+    """A segment's signals must be finite numbers: NaN or infinite samples are the file's error."""
+    for name, a in seg.items():
+        a = np.asarray(a)
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            n = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise DataError(path, f"segment {k}: {name} holds {n} NaN or infinite value(s)")

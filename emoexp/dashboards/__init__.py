@@ -2,7 +2,8 @@
 
 One module per page, each with ``build(snapshot) -> Page``: ``runs`` (comparison table and
 parallel coordinates), ``curves`` (learning curves), ``class_f1`` (per-class F1 vs sampling
-weights), ``lineage`` (trees of resumed runs) and ``sweeps`` (Optuna studies). The pages share
+weights), ``lineage`` (trees of resumed runs), ``sweeps`` (Optuna studies) and ``cv``
+(cross-validations: folds and subjects, deep against baseline). The pages share
 one local ``plotly.min.js`` in the output folder, so the folder opens offline and can be copied
 or attached to a run as it is.
 
@@ -16,11 +17,12 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
 
-from emoexp.dashboards import class_f1, curves, lineage, runs, sweeps
+from emoexp.dashboards import class_f1, curves, cv, lineage, runs, sweeps
 from emoexp.dashboards._common import (
     PLOTLY_JS,
     Link,
@@ -37,8 +39,9 @@ __all__ = ["PAGES", "build_dashboards"]
 
 log = logging.getLogger(__name__)
 
-PAGES = (runs, curves, class_f1, lineage, sweeps)   # in the order of the index and the nav bar
+PAGES = (runs, curves, class_f1, lineage, sweeps, cv)   # in the order of the index and the nav bar
 INDEX = "index.html"
+OWNER = "emoexp-dashboards.json"   # whose pages a folder holds: {"experiment": name, "" for every one}
 
 
 def build_dashboards(
@@ -48,9 +51,13 @@ def build_dashboards(
     metric: str = "val_macro_f1",
     optuna_storage: str | None = None,
     max_runs: int = 500,
+    overwrite: bool = False,
 ) -> Path:
     """Write the dashboards of the current MLflow tracking URI into ``out_dir``; returns the
     path of ``index.html``.
+
+    A folder holds the pages of one experiment (or of every one): ``out_dir`` with another's
+    pages, or pages emoexp did not mark as its own, is a ValueError unless ``overwrite``.
 
     ``experiment``: one experiment by name (default: every active one). ``metric``: what the
     run comparison colours by and the learning curves draw beside the losses. ``optuna_storage``:
@@ -61,9 +68,10 @@ def build_dashboards(
 
     if max_runs < 1:
         raise ValueError("max_runs must be >= 1")
+    out = Path(out_dir)
+    claim_folder(out, experiment or "", overwrite)
     snap = load_snapshot(experiment=experiment or None, metric=metric, optuna_storage=optuna_storage or None,
                          max_runs=max_runs)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js = out / PLOTLY_JS
     script = get_plotlyjs()
@@ -77,7 +85,30 @@ def build_dashboards(
         log.info("wrote %s (%s)", out / page.filename, page.count)
     index = out / INDEX
     atomic_write_text(index, render(_index_page(snap, pages), nav))
+    atomic_write_text(out / OWNER, json.dumps({"experiment": experiment or "", "tracking_uri": snap.tracking_uri,
+                                               "built": f"{datetime.now():%Y-%m-%d %H:%M:%S}"}, indent=1))
     return index
+
+
+def claim_folder(out: Path, experiment: str, overwrite: bool = False) -> None:
+    """Refuse (ValueError) to write ``experiment``'s pages over another experiment's in ``out``
+    (``""``: every experiment's), or over pages of unknown origin, unless ``overwrite``."""
+    marker = out / OWNER
+    if marker.is_file():
+        try:
+            theirs = json.loads(marker.read_text(encoding="utf-8")).get("experiment")
+        except (ValueError, OSError, AttributeError):
+            theirs = None
+    elif (out / INDEX).is_file():
+        theirs = None   # written by hand, or before folders were marked
+    else:
+        return
+    if overwrite or theirs == experiment:
+        return
+    whose = (f"experiment {theirs!r}'s pages" if theirs else "the pages of every experiment" if theirs == ""
+             else "pages emoexp did not mark as its own")
+    raise ValueError(f"{out} holds {whose}; write {'experiment ' + repr(experiment) if experiment else 'these'} "
+                     f"to another folder (--out {out / (experiment or 'all')}) or pass --overwrite to replace them")
 
 
 def _index_page(snap: Snapshot, pages: list[Page]) -> Page:

@@ -53,6 +53,11 @@ class RunView:
         return self.tags.get(T.TAG_SWEEP) == T.SWEEP_PARENT
 
     @property
+    def is_cv_parent(self) -> bool:
+        """The parent run of a cross-validation (its folds are the training runs)."""
+        return T.TAG_CV_SCHEME in self.tags and T.TAG_FOLD not in self.tags
+
+    @property
     def parent_id(self) -> str | None:
         return self.tags.get(T.TAG_PARENT_RUN) or None
 
@@ -119,8 +124,10 @@ class Snapshot:
 
     @property
     def training_runs(self) -> list[RunView]:
-        """Runs of a task (sweep trials included), oldest first; not sweep parents or pipelines."""
-        return sorted((r for r in self.runs if r.task and not r.is_sweep_parent), key=lambda r: r.start_time)
+        """Runs of a task (sweep trials and cross-validation folds included), oldest first; not
+        sweep or cross-validation parents, nor pipelines."""
+        return sorted((r for r in self.runs if r.task and not r.is_sweep_parent and not r.is_cv_parent),
+                      key=lambda r: r.start_time)
 
     def label(self, run: RunView) -> str:
         return self._labels.get(run.run_id, run.name or run.run_id[:8])

@@ -19,10 +19,44 @@ MEL_KWARGS = {"n_fft": 400, "hop_length": 160, "n_mels": 40}
 HOP_LENGTH = MEL_KWARGS["hop_length"]
 
 
+def check_wav_data_chunk(path: str | os.PathLike) -> None:
+    """A RIFF/WAVE file whose ``data`` chunk is shorter than its header says (a copy cut short)
+    is a :class:`DataError`: decoders read what is there without a word, and training on the
+    stump would go unnoticed. Other files (FLAC, ...) and streamed WAVs (size 0 or 0xFFFFFFFF,
+    RF64) pass."""
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = struct.unpack(endian + "4sI", f.read(8))
+            if cid == b"data":
+                if n in (0, 0xFFFFFFFF):
+                    return
+                have = size - pos - 8
+                if n > have:
+                    raise DataError(path, f"wav data chunk says {n} bytes but the file holds {have} after it "
+                                          f"(truncated: {100 * have / n:.0f}% of the audio is there)")
+                return
+            pos += 8 + n + (n & 1)  # chunks are padded to an even size
+        raise DataError(path, "wav file without a data chunk (truncated header?)")
+
+
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file -> (waveform float32 (channels, n), sample_rate)."""
+    """Read an audio file -> (waveform float32 (channels, n), sample_rate); a wav cut short
+    (:func:`check_wav_data_chunk`) is a :class:`DataError`."""
     import soundfile as sf
 
+    try:
+        check_wav_data_chunk(path)
+    except OSError as e:
+        raise DataError(path, f"cannot read audio: {e}") from e
     try:
         data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, OSError...

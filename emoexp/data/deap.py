@@ -3,7 +3,10 @@
 Each ``sNN.dat`` is a Python 2 pickle of ``{'data': (40, 40, 8064) float64, 'labels': (40, 4)}``:
 trial x channel x sample at 128 Hz, the first 3 s (384 samples) a pre-trial baseline; channels
 0-31 EEG in the Geneva order, 32-39 peripheral; labels valence, arousal, dominance, liking in
-[1, 9] (see /work/shared/DATASETS.md section 3). Files are read with the restricted unpickler.
+[1, 9] (docs/datasets.md section 3). Files are read with the restricted unpickler, which decodes
+the Python 2 byte strings (keys, array buffers) as latin-1; the synthetic files are written in the
+same Python 2 form (:mod:`emoexp.data.py2pickle`). A file with 32 channels or more is taken (only
+the first 32, the EEG, are used: TorchEEG's own test records hold exactly 32).
 
 What :func:`load_deap` does (seed 004), in order:
 
@@ -13,7 +16,9 @@ What :func:`load_deap` does (seed 004), in order:
 3. ratings -> classes per target: ``levels=2`` low/high at ``threshold`` (5; whether a rating of
    exactly 5 counts as high is ``high_inclusive``: TorchEEG says yes, many papers say no);
    ``levels=3`` low/medium/high at ``bin_edges`` (default: equal thirds of [1, 9], 3.667 and
-   6.333; a rating equal to an edge goes to the upper class).
+   6.333; a rating equal to an edge goes to the upper class). Every rating is a target
+   (valence, arousal, dominance, liking), and with ``levels=2`` so is ``quadrant``: valence and
+   arousal together as one 4-class target, LVLA, LVHA, HVLA, HVHA (TorchEEG offers both).
 
 Windows (``window_size`` samples, one every ``stride = window_size - overlap`` samples: seed 004
 spells it ``overlap``; :func:`emoexp.data.windows.window_starts`) are indices
@@ -45,7 +50,10 @@ DEAP_EEG_CHANNELS = [
 DEAP_PERIPHERAL = ["hEOG", "vEOG", "zEMG", "tEMG", "GSR", "Respiration", "Plethysmograph", "Temperature"]
 DEAP_CHANNELS = DEAP_EEG_CHANNELS + DEAP_PERIPHERAL
 DEAP_RATINGS = ("valence", "arousal", "dominance", "liking")  # the labels' column order
-TARGETS = ("valence", "arousal")
+TARGETS = ("valence", "arousal")   # seed 004's two heads, valence primary
+QUADRANT = "quadrant"
+QUADRANT_NAMES = ["LVLA", "LVHA", "HVLA", "HVHA"]  # (low|high valence) x (low|high arousal)
+ALL_TARGETS = (*DEAP_RATINGS, QUADRANT)
 LEVEL_NAMES = {2: ["low", "high"], 3: ["low", "medium", "high"]}
 DEFAULT_BIN_EDGES = (11.0 / 3.0, 19.0 / 3.0)  # equal thirds of the [1, 9] rating scale
 BASELINE_MODES = ("subtract", "drop", "keep")
@@ -82,11 +90,18 @@ def read_deap_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.ndim != 3:
         shape = getattr(data, "shape", type(data).__name__)
         raise DataError(path, f"'data' is {shape}; expected a (trials, 40 channels, samples) array")
-    if data.shape[1] != len(DEAP_CHANNELS):
-        hint = " (looks transposed: channels first?)" if data.shape[0] == len(DEAP_CHANNELS) else ""
-        raise DataError(path, f"'data' has shape {data.shape}; expected 40 channels on axis 1{hint}")
+    longest = int(np.argmax(data.shape))
+    if longest != 2 and data.shape[longest] > DEAP_BASELINE_SAMPLES:
+        # the samples (8064 in DEAP) outnumber trials and channels by far: they belong last
+        raise DataError(path, f"'data' has shape {data.shape}; expected (trials, channels, samples): axis "
+                              f"{longest} looks like the samples (looks transposed)")
+    if data.shape[1] < len(DEAP_EEG_CHANNELS):
+        raise DataError(path, f"'data' has shape {data.shape}; expected at least {len(DEAP_EEG_CHANNELS)} channels "
+                              "on axis 1 (DEAP's 32 EEG channels, then 8 peripheral ones)")
     if data.dtype.kind not in "fiu":
         raise DataError(path, f"'data' has dtype {data.dtype}; expected real numbers")
+    if data.shape[0] == 0:
+        raise DataError(path, f"'data' has shape {data.shape}: no trials (DEAP subject files hold 40)")
     if data.shape[2] <= DEAP_BASELINE_SAMPLES:
         raise DataError(path, f"trials have {data.shape[2]} samples; DEAP trials are 3 s of baseline + 60 s "
                               f"(8064 at 128 Hz), at least {DEAP_BASELINE_SAMPLES + 1} are needed")
@@ -94,8 +109,18 @@ def read_deap_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         shape = getattr(labels, "shape", type(labels).__name__)
         raise DataError(path, f"'labels' is {shape}; expected ({data.shape[0]} trials, 4 ratings: "
                               "valence, arousal, dominance, liking)")
-    labels = labels.astype(np.float64)
-    if not np.all(np.isfinite(labels)) or labels.min() < 1 - 1e-6 or labels.max() > 9 + 1e-6:
+    try:
+        if labels.dtype.kind not in "fiuO":
+            raise TypeError(labels.dtype)
+        labels = labels.astype(np.float64)  # an object array of numbers is fine
+    except (TypeError, ValueError):
+        raise DataError(path, f"'labels' holds non-numeric ratings (dtype {labels.dtype}); DEAP ratings "
+                              "are numbers in [1, 9]") from None
+    if not np.all(np.isfinite(labels)):
+        bad = sorted({int(t) for t in np.argwhere(~np.isfinite(labels))[:, 0]})
+        raise DataError(path, f"'labels' holds missing, NaN or infinite ratings (trials {bad[:5]}); DEAP ratings "
+                              "are numbers in [1, 9]")
+    if labels.min() < 1 - 1e-6 or labels.max() > 9 + 1e-6:
         raise DataError(path, f"ratings span [{np.nanmin(labels):g}, {np.nanmax(labels):g}]; DEAP ratings lie in [1, 9]")
     eeg = np.asarray(data[:, : len(DEAP_EEG_CHANNELS)], dtype=np.float32)
     if not np.all(np.isfinite(eeg)):
@@ -153,7 +178,8 @@ class DeapTrials:
     ratings: np.ndarray                  # (n, 4) as stored
     subject: np.ndarray                  # (n,) int, from the file name
     trial: np.ndarray                    # (n,) trial index within its subject (video order)
-    class_names: list[str]
+    class_names: list[str]               # of each rating: low/high or low/medium/high
+    target_classes: dict[str, list[str]] | None = None   # per target (quadrant: QUADRANT_NAMES)
 
 
 def load_deap(data_dir: str | os.PathLike, *, baseline: str = "subtract", levels: int = 2, threshold: float = 5.0,
@@ -185,6 +211,10 @@ def load_deap(data_dir: str | os.PathLike, *, baseline: str = "subtract", levels
         raise DataError(data_dir, "no readable DEAP subject file")
     r = np.concatenate(ratings)
     targets = {name: rating_classes(r[:, DEAP_RATINGS.index(name)], levels=levels, threshold=threshold,
-                                    high_inclusive=high_inclusive, bin_edges=bin_edges) for name in TARGETS}
+                                    high_inclusive=high_inclusive, bin_edges=bin_edges) for name in DEAP_RATINGS}
+    classes = {name: list(LEVEL_NAMES[levels]) for name in DEAP_RATINGS}
+    if levels == 2:
+        targets[QUADRANT] = 2 * targets["valence"] + targets["arousal"]
+        classes[QUADRANT] = list(QUADRANT_NAMES)
     return DeapTrials(eeg=np.concatenate(eegs), targets=targets, ratings=r, subject=np.concatenate(subjects),
-                      trial=np.concatenate(trials), class_names=list(LEVEL_NAMES[levels]))
+                      trial=np.concatenate(trials), class_names=list(LEVEL_NAMES[levels]), target_classes=classes)

@@ -62,6 +62,43 @@ def atomic_write(path: str | os.PathLike, content: bytes | Writer, *, fsync: boo
     return path
 
 
+def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files that :func:`atomic_write` left in ``folder`` because its process was killed
+    mid-write (SIGKILL skips the clean-up): those whose writer (the pid in the name) is gone."""
+    import re
+
+    pattern = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.tmp")
+    out = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return out
+    for p in folder.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_file() and not _pid_alive(int(m.group(1))):
+            out.append(p)
+    return sorted(out)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove :func:`stale_temp_files` from ``folder``; returns what was removed."""
+    gone = stale_temp_files(folder)
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
     """``Path.write_bytes``, atomically (see :func:`atomic_write`)."""
     return atomic_write(path, bytes(data), fsync=fsync)

@@ -101,9 +101,11 @@ def list_datasets(modality: str | None = None) -> list[str]:
     return sorted(n for n, d in _DATASETS.items() if modality is None or modality in d.modalities)
 
 
-def synthesize(name: str, out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, **options: Any) -> Path:
+def synthesize(name: str, out: str | os.PathLike, *, subjects: int | None = None, seed: int = 0,
+               **options: Any) -> Path:
     """Write the synthetic ``name`` dataset to ``out``; returns what its reader takes (a folder,
-    or a file). An option the generator does not take is a ValueError naming the known ones."""
+    or a file). ``subjects`` None: the generator's own default (sized for the tasks' default
+    batches). An option the generator does not take is a ValueError naming the known ones."""
     make = get_dataset(name).synth
     params = inspect.signature(make).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -111,7 +113,9 @@ def synthesize(name: str, out: str | os.PathLike, *, subjects: int = 4, seed: in
         if unknown:
             known = sorted(k for k in params if k not in ("out", "subjects", "seed"))
             raise ValueError(f"{name}: unknown generator option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return make(out, subjects=subjects, seed=seed, **options)
+    if subjects is not None:
+        options["subjects"] = subjects
+    return make(out, seed=seed, **options)
 
 
 def dataset_dir(name: str) -> str:

@@ -48,19 +48,18 @@ def _side_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 
 def split_subjects(
-    subject_ids: list[str], *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+    subject_ids: list[str], *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+    instead: str = "split=trial to split one subject's trials instead",
 ) -> Split:
     """Subject-wise split (cross-subject evaluation), a seeded shuffle of the sorted ids.
 
     >= 3 subjects: every side with a non-zero fraction gets at least one subject.
-    2 subjects: one for train and one for val, no test. 1 subject: ValueError.
+    2 subjects: one for train and one for val, no test. 1 subject: ValueError, whose hint is
+    ``instead`` (the caller's own alternative: a task suggests only a split it accepts).
     """
     ids = sorted(dict.fromkeys(subject_ids))
     if len(ids) < 2:
-        raise ValueError(
-            f"a subject-wise split needs at least 2 subjects, got {len(ids)}; "
-            "use split=trial to split one subject's trials instead"
-        )
+        raise ValueError(f"a subject-wise split needs at least 2 subjects, got {len(ids)}; use {instead}")
     if len(ids) == 2:
         n_val, n_test = 1, 0
     else:

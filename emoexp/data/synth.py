@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emoexp.data import py2pickle
 from emoexp.data.deap import (
     DEAP_BASELINE_SAMPLES,
     DEAP_CHANNELS,
@@ -59,19 +60,39 @@ def pink_noise(rng: np.random.Generator, shape: tuple[int, ...], sample_rate: fl
     return x
 
 
+def class_topography(emotion: int, n_channels: int, strength: float) -> np.ndarray:
+    """(n_channels,) gains in [1 - strength, 1] of class ``emotion``'s oscillation over the planted
+    channels: a fixed pattern per class, the same for every subject and seed."""
+    return 1.0 - strength * np.random.default_rng([0x70F0, emotion]).uniform(0.0, 1.0, size=n_channels)
+
+
 def _plant(
     x: np.ndarray, emotions: np.ndarray, channels: list[int], freq: Callable[[int], float],
-    sample_rate: float, amplitude: float, rng: np.random.Generator,
+    sample_rate: float, amplitude: float, rng: np.random.Generator, freq_jitter: float = 0.0,
+    topography: float = 0.0,
 ) -> None:
-    """Add the class oscillation in place to x (trials, channels, T)."""
+    """Add the class oscillation in place to x (trials, channels, T).
+
+    ``freq_jitter`` (Hz): each subject's class frequencies are off by one shift drawn from
+    +-freq_jitter, and each trial's by another +-freq_jitter/4 around it (0: exact frequencies,
+    and the random stream of the generators before the jitter existed). ``topography`` (0..1):
+    how much the oscillation's strength differs between the channels in a pattern of the class's
+    own (the same for every subject), as real emotion effects differ between scalp regions; 0:
+    equally strong on every planted channel.
+    """
     n_trials, _, n = x.shape
     t = np.arange(n) / sample_rate
     gains = rng.uniform(0.7, 1.3, size=len(channels))           # subject-specific, +-30%
     offsets = rng.uniform(-0.5, 0.5, size=len(channels))        # subject-specific phase lag
+    shift = rng.uniform(-freq_jitter, freq_jitter) if freq_jitter else 0.0
     for i in range(n_trials):
-        f = freq(int(emotions[i]))
+        f = freq(int(emotions[i])) + shift
+        if freq_jitter:
+            f += rng.uniform(-freq_jitter / 4, freq_jitter / 4)
         phase = rng.uniform(0, 2 * np.pi)                        # random per trial/clip
         scale = amplitude * rng.uniform(0.8, 1.2)
+        if topography:
+            scale = scale * class_topography(int(emotions[i]), len(channels), topography)
         # (channels, 1) x (1, T) -> (channels, T)
         x[i, channels] += (scale * gains)[:, None] * np.sin(
             2 * np.pi * f * t[None, :] + phase + offsets[:, None]
@@ -79,13 +100,21 @@ def _plant(
 
 
 def synth_faced(
-    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n_samples: int = 2500,
-    amplitude: float = 8.0,
+    out: str | os.PathLike, *, subjects: int = 8, seed: int = 0, n_samples: int = 2500,
+    amplitude: float = 8.0, freq_jitter: float = 0.5, topography: float = 0.9,
 ) -> Path:
     """Write ``out/Processed_data/sub000.pkl ...``: each a pickled float64 (28, 32, n_samples).
 
     ``amplitude`` (uV, against noise of std 15) sets how easy the planted signal is: lower is
-    harder, which makes hyperparameters matter (sweeps, benchmarks).
+    harder, which makes hyperparameters matter (sweeps, benchmarks). ``freq_jitter`` and
+    ``topography``: see :func:`_plant` (0 and 0: the same exact frequency, equally strong on every
+    planted channel, for every subject).
+
+    The defaults are calibrated (benchmarks/bench_calibration.py): 8 subjects of 10 s clips give
+    the default split (4 / 2 / 2 subjects) 28 steps of batch 32 per epoch and 48 validation
+    windows per class; log band power + logistic regression reaches a validation macro-F1 of
+    about 0.57 (nine classes in five bands: only the class's channel pattern and the band's edges
+    tell classes of one band apart), the CNN encoder about 0.68 after 6 epochs.
     """
     out = Path(out)
     folder = out / "Processed_data"
@@ -97,7 +126,7 @@ def synth_faced(
                        FACED_SAMPLE_RATE, std=15.0)
         # mastoids A2, A1 (indices 30, 31) stay plain noise
         _plant(x, emotions, FACED_PLANT_CHANNELS, faced_plant_frequency, FACED_SAMPLE_RATE,
-               amplitude=amplitude, rng=rng)
+               amplitude=amplitude, rng=rng, freq_jitter=freq_jitter, topography=topography)
         with open(folder / f"sub{s:03d}.pkl", "wb") as f:
             pickle.dump(x, f)
     return out
@@ -138,6 +167,9 @@ def synth_eav(
     video_fps: float = 5.0,
     video_size: int = 64,
     amplitude: float = 8.0,
+    freq_jitter: float = 0.0,
+    topography: float = 0.0,
+    voice_spread: float = 0.15,
 ) -> Path:
     """Write ``out/subject{N}/EEG/...``, ``Audio/`` wavs and ``Video/`` mp4s of the speaking trials.
 
@@ -213,7 +245,7 @@ def synth_eav(
         rows = 2 * emotions + speaking
         x = pink_noise(rng, (trials, EAV_N_CHANNELS, n_samples), EAV_SAMPLE_RATE, std=15.0)
         _plant(x, emotions, EAV_PLANT_CHANNELS, eav_plant_frequency, EAV_SAMPLE_RATE,
-               amplitude=amplitude, rng=rng)
+               amplitude=amplitude, rng=rng, freq_jitter=freq_jitter, topography=topography)
         # (trials, 30, T) -> (T, 30, trials), the layout of the real .mat files
         eeg = np.ascontiguousarray(x.transpose(2, 1, 0))
         label = np.zeros((2 * len(EAV_CLASSES), trials))
@@ -225,7 +257,7 @@ def synth_eav(
         if with_audio:
             (folder / "Audio").mkdir(exist_ok=True)
             n_audio = int(round(n_samples / EAV_SAMPLE_RATE * audio_rate))
-            actor_pitch = rng.uniform(0.85, 1.15)
+            actor_pitch = rng.uniform(1.0 - voice_spread, 1.0 + voice_spread)
             timbre = rng.uniform(0.2, 1.0, size=6) / np.arange(1, 7)
             for i in np.flatnonzero(speaking):
                 y = _speech(rng, int(emotions[i]), n_audio, audio_rate, actor_pitch, timbre)
@@ -250,7 +282,7 @@ def synth_deap(
     out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, trials: int = 40, seconds: float = 60.0,
     amplitude: float = 12.0,
 ) -> Path:
-    """Write ``out/s01.dat ...``: DEAP's preprocessed-python pickles (protocol 2), each a dict with
+    """Write ``out/s01.dat ...``: DEAP's preprocessed-python pickles (Python 2 cPickle form), each a dict with
     ``data`` (trials, 40, 384 + seconds*128) float64 and ``labels`` (trials, 4) float64 in [1, 9].
 
     Valence and arousal ratings are drawn uniformly from [1, 9]; during the trial (not the 3-s
@@ -273,6 +305,6 @@ def synth_deap(
                 f = rng.uniform(*band)
                 phase = rng.uniform(0, 2 * np.pi, size=(len(chans), 1))
                 x[i, chans, DEAP_BASELINE_SAMPLES:] += strength * np.sin(2 * np.pi * f * t[None, :] + phase)
-        with open(out / f"s{s + 1:02d}.dat", "wb") as fh:
-            pickle.dump({"data": x, "labels": ratings}, fh, protocol=2)
+        # as the real files: a Python 2 cPickle (byte-string keys and buffers), not a Python 3 one
+        py2pickle.dump({"data": x, "labels": ratings}, out / f"s{s + 1:02d}.dat")
     return out

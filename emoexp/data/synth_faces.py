@@ -516,22 +516,30 @@ def _mouth(f: _Face, e: _Expression, img: np.ndarray, fill, line) -> None:
 
 
 def _finish(
-    img: np.ndarray, rng: np.random.Generator, size: int, color: bool, noise: bool = True
+    img: np.ndarray, rng: np.random.Generator, size: int, color: bool, noise: bool = True,
+    variation: float = 1.0,
 ) -> np.ndarray:
-    """Lighting, blur, resize to (size, size), noise -> uint8 RGB (size, size, 3)."""
+    """Lighting, blur, resize to (size, size), noise -> uint8 RGB (size, size, 3).
+
+    ``variation`` scales the side light's strength, the exposure and offset spread, the blur and
+    the noise (1: the default look)."""
     import cv2
 
     h, w = img.shape[:2]
+    v = float(variation)
     # directional light and global exposure
     phi = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j].astype(np.float32)
-    light = 1.0 + rng.uniform(0.0, 0.25) * (xx * np.cos(phi) + yy * np.sin(phi))
-    img = img * light[..., None] * rng.uniform(0.75, 1.2) + rng.uniform(-20, 20)
-    img = cv2.GaussianBlur(img, (0, 0), max(0.5, w / 260))
+    light = 1.0 + min(0.8, rng.uniform(0.0, 0.25) * v) * (xx * np.cos(phi) + yy * np.sin(phi))
+    exposure = rng.uniform(0.75, 1.2)
+    if v != 1.0:
+        exposure = float(np.clip(1.0 + (exposure - 1.0) * v, 0.35, 2.0))
+    img = img * light[..., None] * exposure + rng.uniform(-20, 20) * v
+    img = cv2.GaussianBlur(img, (0, 0), max(0.5, w / 260) * (rng.uniform(1.0, v) if v > 1 else 1.0))
     if (h, w) != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     if noise:
-        img = img + rng.normal(0.0, rng.uniform(2.0, 7.0), size=img.shape).astype(np.float32)
+        img = img + rng.normal(0.0, rng.uniform(2.0, 7.0) * v, size=img.shape).astype(np.float32)
     out = np.clip(img, 0, 255).astype(np.uint8)
     if not color:
         gray = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
@@ -544,23 +552,28 @@ def _working_size(size: int) -> int:
     return max(2 * size, 192)
 
 
-def _sample_pose(rng: np.random.Generator, n: int, fill: float = 0.34) -> _Pose:
+def _sample_pose(rng: np.random.Generator, n: int, fill: float = 0.34, variation: float = 1.0) -> _Pose:
+    """Where the face sits: centre +-4% (x) and +-3% (y) of the side, size -8%..+6%, in-plane
+    rotation +-8 degrees; ``variation`` scales every spread (1: these)."""
+    v = float(variation)
     return _Pose(
-        cx=n * (0.5 + rng.uniform(-0.04, 0.04)),
-        cy=n * (0.52 + rng.uniform(-0.03, 0.03)),
-        a=n * fill * rng.uniform(0.92, 1.06),
-        angle=float(np.deg2rad(rng.uniform(-8, 8))),
+        cx=n * (0.5 + rng.uniform(-0.04, 0.04) * v),
+        cy=n * (0.52 + rng.uniform(-0.03, 0.03) * v),
+        a=n * fill * (1.0 + (rng.uniform(0.92, 1.06) - 1.0) * v),
+        angle=float(np.deg2rad(rng.uniform(-8, 8) * v)),
     )
 
 
 def draw_face(
-    emotion: str, size: int, rng: np.random.Generator, *, color: bool = True, intensity: float = 1.0
+    emotion: str, size: int, rng: np.random.Generator, *, color: bool = True, intensity: float = 1.0,
+    variation: float = 1.0,
 ) -> np.ndarray:
     """One drawn face showing ``emotion``: (size, size, 3) uint8 RGB, the face filling most of it.
 
     ``intensity`` scales the expression (0 = neutral face, 1 = the full expression); identity,
-    pose, lighting, background and noise are drawn from ``rng``. ``color=False`` gives a grey
-    image (three equal channels).
+    pose, lighting, background and noise are drawn from ``rng``; ``variation`` scales how much
+    pose (position, size, rotation), lighting, blur and noise vary (1: a tidy, frontal set; the
+    dataset generators use more). ``color=False`` gives a grey image (three equal channels).
 
     >>> img = draw_face("happy", 48, np.random.default_rng(0), color=False)
     >>> img.shape, img.dtype
@@ -568,11 +581,11 @@ def draw_face(
     """
     n = _working_size(int(size))
     style = _sample_style(rng)
-    f = _Face(_sample_pose(rng, n), style)
+    f = _Face(_sample_pose(rng, n, variation=variation), style)
     face, alpha = _render(f, _expression(emotion, intensity, rng), n, n)
     bg = _background(rng, n, n)
     img = bg * (1 - alpha[..., None]) + face * alpha[..., None]
-    return _finish(img, rng, int(size), color)
+    return _finish(img, rng, int(size), color, variation=variation)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -606,6 +619,8 @@ def synth_fer2013(
     n_per_class: int = 60,
     layout: str = "folders",
     classes: int = 7,
+    variation: float = 1.0,
+    min_intensity: float = 1.0,
 ) -> Path:
     """Write a tiny FER2013: 48x48 grey drawn faces with the real set's class imbalance.
 
@@ -639,7 +654,8 @@ def synth_fer2013(
             ["PublicTest"] * n_test + ["PrivateTest"] * n_test + ["Training"] * (n - 2 * n_test)
         )
         for usage in usages:
-            img = draw_face(name, 48, rng, color=False)[..., 0]  # (48, 48) grey
+            strength = 1.0 if min_intensity >= 1.0 else float(rng.uniform(min_intensity, 1.0))
+            img = draw_face(name, 48, rng, color=False, intensity=strength, variation=variation)[..., 0]  # (48, 48) grey
             next_id += 1
             if layout == "csv":
                 rows.append(
@@ -666,6 +682,8 @@ def synth_affectnet(
     seed: int = 0,
     n_per_class: int = 60,
     with_labels_csv: bool = True,
+    variation: float = 1.0,
+    min_intensity: float = 0.7,
 ) -> Path:
     """Write a tiny Kaggle-mirror AffectNet: 96x96 colour drawn faces.
 
@@ -694,7 +712,8 @@ def synth_affectnet(
             fname = f"image{next_id:07d}.jpg"
             _write_image(
                 folder / fname,
-                draw_face(name, 96, rng, color=True, intensity=float(rng.uniform(0.7, 1.1))),
+                draw_face(name, 96, rng, color=True, intensity=float(rng.uniform(min_intensity, 1.1)),
+                          variation=variation),
             )
             records.append((f"{name}/{fname}", name, round(float(rng.uniform(0.5, 1.0)), 4)))
     if with_labels_csv:

@@ -118,13 +118,22 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def synth_posture_keypoints(
     rng: np.random.Generator, posture: int | str, stress: int | str, trajectory: int | str,
-    T: int, fps: float, *, body: dict[str, float] | None = None,
+    T: int, fps: float, *, body: dict[str, float] | None = None, variety: float = 0.0,
 ) -> np.ndarray:
     """One animated stick figure -> canonical joints (T, J, 3) float32 in image units, NaN = missing.
 
     Classes by code or name (:data:`POSTURE_HEADS`). ``body`` (from :func:`random_body`) fixes the
     person; None draws one. Coordinates: x right, y down (pixels), z depth in the same unit,
     as a MediaPipe-like detector would report them.
+
+    ``variety`` (0..1) is how differently people hold a posture. 0: one canonical way each (the
+    figure above). Above 0, each posture is held the second way below with probability
+    ``variety / 2`` -- upright with the hands forward on a desk; slouched leaning sideways onto
+    one arm (left or right); open with the hands behind the head; closed with the hands clasped
+    (a third of the closed sequences already are) -- at a strength drawn from
+    [1 - 0.6 * variety, 1] (how far the slouch, the arms, the lean go), with the camera turned up
+    to +-(15 + 25 * variety) degrees. Two ways per class and a mirrored lean are what a linear
+    model on summary statistics cannot fold together.
     """
     posture = _code("posture", posture)
     stress = _code("stress", stress)
@@ -139,6 +148,13 @@ def synth_posture_keypoints(
 
     # --- posture: slouch amount over time ------------------------------------------------
     base_slouch = {0: 0.0, 1: 1.0, 2: 0.05, 3: 0.25}[posture] + rng.uniform(-0.1, 0.1)
+    strength, second_way, lean_side = 1.0, False, 1.0
+    if variety:
+        strength = rng.uniform(1.0 - 0.6 * variety, 1.0)
+        second_way = bool(rng.random() < variety / 2)
+        lean_side = float(rng.choice([-1.0, 1.0]))
+        if posture == 1:
+            base_slouch *= strength * (0.35 if second_way else 1.0)   # the sideways lean is the slouch
     drift = rng.uniform(0.7, 1.0)
     slouch = np.full(T, base_slouch)                  # (T,)
     energy = np.ones(T)                               # motion amplitude multiplier
@@ -155,6 +171,8 @@ def synth_posture_keypoints(
     ph = rng.uniform(0, 2 * np.pi, size=4)
     pitch = sway_amp * np.sin(2 * np.pi * f_sway * t + ph[0])
     roll = 0.7 * sway_amp * np.sin(2 * np.pi * f_sway * 0.8 * t + ph[1])
+    if posture == 1 and second_way:                   # slouched sideways, onto one arm
+        roll = roll + lean_side * 16 * _DEG * strength
     head_yaw = np.zeros(T)
     breath = {0: 0.004, 1: 0.004, 2: 0.006, 3: 0.0008}[stress] * np.sin(2 * np.pi * rng.uniform(0.2, 0.35) * t + ph[2])
     shift = np.zeros((T, 3))                          # whole-body translation (m)
@@ -216,12 +234,19 @@ def synth_posture_keypoints(
     # arms: the elbow hangs in a direction per posture, the forearm points at a wrist target
     ua, fa = b["upper_arm"], b["forearm"]
     jitter = rng.uniform(-0.04, 0.04, size=(2, 3))
-    clasped = posture == 3 and rng.random() < 1 / 3
+    clasped = posture == 3 and (rng.random() < 1 / 3 or second_way)
+    rest_dir, rest_target = np.array([0.15, 1.0, -0.25]), np.array([0.13, 0.0, -0.32])  # hands on the thighs
     for side, (name, sign) in enumerate((("left", 1.0), ("right", -1.0))):
         shoulder = P[:, _J[f"{name}_shoulder"]]
-        if posture == 2:          # open: arms out to the side, wrists far apart
+        if posture == 2 and second_way:   # open: hands behind the head, elbows out
+            elbow_dir = np.array([sign * 0.95, -0.45, 0.15])
+            target = np.array([sign * 0.09, -torso * 1.18, 0.06])
+        elif posture == 2:        # open: arms out to the side, wrists far apart
             elbow_dir = np.array([sign * 0.85, 0.55, -0.2])
             target = np.array([sign * 0.62, -torso * 0.75, -0.25])
+        elif posture == 0 and second_way:   # upright, hands forward on a desk
+            elbow_dir = np.array([sign * 0.2, 0.9, -0.5])
+            target = np.array([sign * 0.16, -torso * 0.3, -0.5])
         elif posture == 3 and not clasped:   # arms crossed: wrist at the opposite upper arm
             elbow_dir = np.array([sign * 0.15, 1.0, -0.55])
             target = np.array([-sign * (sh + 0.02), -torso * (0.62 if sign > 0 else 0.55), -0.16 - 0.03 * (sign < 0)])
@@ -231,6 +256,10 @@ def synth_posture_keypoints(
         else:                     # upright / slouched: hands resting on the thighs
             elbow_dir = np.array([sign * 0.15, 1.0, -0.25])
             target = np.array([sign * 0.13, 0.0, -0.32])
+        if strength < 1.0 and posture in (2, 3):   # arms part of the way from the rest pose
+            rest = rest_dir * [sign, 1, 1], rest_target * [sign, 1, 1]
+            elbow_dir = rest[0] + strength * (elbow_dir - rest[0])
+            target = rest[1] + strength * (target - rest[1])
         elbow = shoulder + ua * _unit(elbow_dir + jitter[side] * 0.5)
         wrist_target = target + jitter[side] + hand_offset[:, side]          # (T, 3)
         wrist = elbow + fa * _unit(wrist_target - elbow)
@@ -257,7 +286,7 @@ def synth_posture_keypoints(
 
     # --- person in the room, camera ---------------------------------------------------------
     P += shift[:, None]
-    yaw = rng.uniform(-15, 15) * _DEG
+    yaw = rng.uniform(-15, 15) * (1.0 + 25.0 / 15.0 * variety) * _DEG
     tilt = rng.uniform(-4, 4) * _DEG
     cam = _rot_z(np.full(T, tilt)) @ _rot_y(np.full(T, yaw))
     P = _apply(cam, P)
@@ -326,6 +355,7 @@ def _parse_mapping(text: str, what: str) -> list[tuple[str, str]]:
 def synth_posture(
     out: str | os.PathLike, *, subjects: int = 4, seed: int = 0,
     n_per_side: dict[str, int] | str | None = None, seq_length: int = 60, fps: float = 30.0,
+    variety: float = 0.0,
 ) -> Path:
     """Write seed 001's posture layout with :data:`POSTURE_HEADS` labels; returns ``out``.
 
@@ -364,7 +394,7 @@ def synth_posture(
         for i in range(n):
             codes = {h: int(labels[h][i]) for h in POSTURE_HEADS}
             joints = synth_posture_keypoints(rng, codes["posture"], codes["stress"], codes["trajectory"],
-                                             seq_length, fps, body=bodies[i % subjects])
+                                             seq_length, fps, body=bodies[i % subjects], variety=variety)
             items.append((f"seq_{i + 1:0{width}d}", posture_features(joints, fps), codes))
         sides[side] = items
     return write_posture_dataset(out, sides, POSTURE_HEADS)
@@ -379,7 +409,7 @@ FEATURE_HEADS_DEFAULT: dict[str, list[str]] = {
 def synth_features(
     out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n: int = 400,
     n_features: int = 32, heads: dict[str, list[str]] | str | None = None,
-    signal_columns: int = 3,
+    signal_columns: int = 3, step: float = 1.2, ring: float = 0.0,
 ) -> Path:
     """A feature table for classifier heads: ``features.csv``, ``labels.json``, ``heads.json``.
 
@@ -389,8 +419,10 @@ def synth_features(
       (default :data:`FEATURE_HEADS_DEFAULT`).
 
     Each head owns ``signal_columns`` columns (disjoint, at shuffled positions) where its class
-    shifts the mean in steps of about 1.2 noise std along a random direction; the other
-    columns are noise. ``subjects`` persons each add their own offset to every column
+    shifts the mean in steps of ``step`` noise std along a random direction (a linear cue), and,
+    with ``ring`` > 0, two more columns where the K classes sit on a circle of radius ``ring``
+    (noise std 1), each class at two opposite points of 2K evenly spaced ones: every class has
+    the same mean there, so only a non-linear model reads that cue. The other columns are noise. ``subjects`` persons each add their own offset to every column
     (N(0, 0.3)), as real per-person feature drift does. CSV only (no parquet): readable
     anywhere, and small at this size. From the command line ``heads`` is a string,
     ``--set heads=depression:none/mild/severe,anxiety:low/high``.
@@ -400,8 +432,9 @@ def synth_features(
     heads = {h: list(c) for h, c in (FEATURE_HEADS_DEFAULT if heads is None else heads).items()}
     if not heads or any(len(c) < 2 for c in heads.values()):
         raise ValueError(f"heads must map each head to >= 2 class names, not {heads}")
-    if len(heads) * signal_columns > n_features:
-        raise ValueError(f"{len(heads)} heads x {signal_columns} signal columns do not fit in {n_features} features")
+    per_head = signal_columns + (2 if ring else 0)
+    if len(heads) * per_head > n_features:
+        raise ValueError(f"{len(heads)} heads x {per_head} signal columns do not fit in {n_features} features")
     if n < max(len(c) for c in heads.values()) or subjects < 1:
         raise ValueError(f"need n >= the largest class count and subjects >= 1, not n={n}, subjects={subjects}")
     rng = np.random.default_rng(seed)
@@ -417,7 +450,13 @@ def synth_features(
         mine = cols[k * signal_columns:(k + 1) * signal_columns]
         direction = _unit(rng.normal(size=signal_columns)) * np.sqrt(signal_columns)
         # class k sits k steps along the direction, centred: ordinal classes stay ordered
-        x[:, mine] += 1.2 * (c - (len(classes) - 1) / 2)[:, None] * direction[None]
+        x[:, mine] += step * (c - (len(classes) - 1) / 2)[:, None] * direction[None]
+        if ring:
+            k_ = len(classes)
+            pair = cols[len(heads) * signal_columns + 2 * k:len(heads) * signal_columns + 2 * k + 2]
+            point = c + k_ * rng.integers(0, 2, size=n)                      # one of the class's two points
+            angle = np.pi * point / k_ + rng.uniform(0, np.pi)
+            x[:, pair] += ring * np.stack([np.cos(angle), np.sin(angle)], axis=1)
         codes[h] = c
     width = max(4, len(str(n)))
     ids = [f"s{subject[i] + 1:02d}_{i + 1:0{width}d}" for i in range(n)]

@@ -6,7 +6,7 @@ under ``tests/test_contracts.py``).
 """
 
 # imported to register (heavy libraries, transformers and peft, load inside the builders)
-from emoexp.models import audio, eeg, eeg_llm, face, fusion, heads, posture, speech, video  # noqa: F401
+from emoexp.models import audio, eeg, eeg_llm, face, face_hf, fusion, heads, posture, speech, video  # noqa: F401
 from emoexp.models.audio import AudioEncoder
 from emoexp.models.eeg import EEGEncoder, EEGEncoderLSTM
 from emoexp.models.face import FaceDenseNet, FaceSmallCNN

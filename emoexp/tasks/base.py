@@ -72,6 +72,17 @@ class Task:
         training and by ``emoexp evaluate``); ``preds`` as from :func:`emoexp.evaluation.predict`."""
         return None
 
+    def cv_pool(self, cfg: TrainConfig, data):
+        """Cross-validation (``emoexp cv``): the data built once by :meth:`build_data` (``data``, all
+        its sides) as a :class:`emoexp.data.folds.CVPool`: one unit per thing never to be split
+        (a trial, a clip, an image), each unit's primary label, subject and trial, and ``views``,
+        which makes a fold's train/val/test datasets from unit indices (index views of the one
+        copy of the data, training augmentation on the train side only, preprocessing fitted on
+        the train side). Tasks without it cannot be cross-validated."""
+        from emoexp.config import ConfigError
+
+        raise ConfigError(f"{self.name} does not support cross-validation (it has no cv_pool)")
+
     def differences(self, cfg: TrainConfig) -> list[str]:
         """What this config changes from the task's defaults, in a few words (run names)."""
         base = self.default_config().to_dict()

@@ -195,7 +195,7 @@ class _EEGTask(Task):
         }
         if with_audio:
             info["audio_window"] = int(example_batch["audio"].shape[-1])
-            n = int(round(cfg.window_size / rec.sample_rate * cfg.audio_sample_rate))
+            n = audio_samples(cfg, info)
             # The served model takes the window's waveform; the example is quiet noise of that length.
             rng = np.random.default_rng(0)
             example["audio"] = (0.01 * rng.standard_normal((2, n))).astype(np.float32)
@@ -212,6 +212,37 @@ class _EEGTask(Task):
             train_targets=train.targets, split=split, input_example=example, info=info,
             skipped_files=list(policy.skipped),
         )
+
+    def cv_pool(self, cfg: EEGConfig, data):
+        """Units: the trials of every subject (with at least one window); a fold's sides are
+        window datasets over the recordings read once."""
+        import numpy as np
+
+        from emoexp.data.eeg import WindowDataset
+        from emoexp.data.folds import CVPool, FoldViews
+        from emoexp.data.windows import window_starts
+
+        rec, ref = data.train.recordings, data.train
+        kw = {k: getattr(ref, k) for k in ("window_size", "stride", "target_key", "with_audio", "with_video",
+                                            "video_frames", "video_grayscale")}
+        subjects = [s for s in rec.subject_ids if len(window_starts(rec.n_samples(s), ref.window_size, ref.stride))]
+        first = dict(zip(subjects, np.cumsum([0] + [rec.n_trials(s) for s in subjects])[:-1].tolist()))
+        subj = np.concatenate([np.full(rec.n_trials(s), s, dtype=object) for s in subjects]).astype(str)
+        trial = np.concatenate([np.arange(rec.n_trials(s)) for s in subjects])
+        labels = np.concatenate([rec.trial_labels[s] for s in subjects])
+
+        def views(sides: dict[str, np.ndarray]) -> FoldViews:
+            out, units = {}, {}
+            for side, idx in sides.items():
+                chosen: dict[str, list[int]] = {}
+                for u in np.sort(idx).tolist():
+                    chosen.setdefault(subj[u], []).append(int(trial[u]))
+                ds = WindowDataset(rec, list(chosen), trials={s: np.asarray(t) for s, t in chosen.items()}, **kw)
+                offset = np.asarray([first[s] for s in ds.subjects], dtype=np.int64)
+                out[side], units[side] = ds, offset[ds.subject_idx] + ds.trial_idx
+            return FoldViews(out, units)
+
+        return CVPool(unit="trial", labels=labels, subjects=subj, trials=None, views=views)
 
     def build_model(self, cfg: EEGConfig, info: dict[str, Any]):
         from emoexp.models import create_model, model_options
@@ -262,7 +293,7 @@ def eeg_input(inputs: dict[str, Any], n_channels: int, sample_rate: float, windo
 
     if "eeg" not in inputs:
         raise ValueError(f"input needs 'eeg' (windows of shape (C, T) or (B, C, T)); got {sorted(inputs)}")
-    eeg = np.asarray(inputs["eeg"], dtype=np.float32)
+    eeg = _float_array(inputs["eeg"], "eeg")
     if eeg.ndim == 2:
         eeg = eeg[None]  # (C, T) -> (1, C, T)
     if window and (eeg.ndim != 3 or eeg.shape[1:] != (n_channels, window)):
@@ -277,6 +308,22 @@ def eeg_input(inputs: dict[str, Any], n_channels: int, sample_rate: float, windo
     return eeg
 
 
+def _float_array(value, name: str):
+    """A numeric input -> float32 array; ValueError naming the input when it is not one."""
+    import numpy as np
+
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: not a regular array of numbers (rows of different lengths, "
+                         "or values that are not numbers)") from None
+
+
+def audio_samples(cfg, info: dict[str, Any]) -> int:
+    """Audio samples per EEG window: the window's span at ``audio_sample_rate``."""
+    return int(round(int(info["window_size"]) / float(info["sample_rate"]) * cfg.audio_sample_rate))
+
+
 def _audio_batch(audio, n: int, cfg: FinetuneEavConfig, info: dict[str, Any]) -> dict:
     """Waveforms (B, samples) at audio_sample_rate -> MFCC windows + mask (zeros: no audio)."""
     import numpy as np
@@ -288,11 +335,18 @@ def _audio_batch(audio, n: int, cfg: FinetuneEavConfig, info: dict[str, Any]) ->
     out = np.zeros((n, cfg.n_mfcc, frames), dtype=np.float32)
     mask = np.zeros(n, dtype=np.float32)
     if audio is not None:
-        audio = np.asarray(audio, dtype=np.float32)
+        audio = _float_array(audio, "audio")
         if audio.ndim == 1:
             audio = audio[None]
+        want = audio_samples(cfg, info)
+        if audio.ndim != 2 or audio.shape[1] != want:
+            raise ValueError(f"audio must be (B, {want}) samples at {cfg.audio_sample_rate} Hz, the "
+                             f"{want / cfg.audio_sample_rate:g} s of each eeg window (all zeros: no audio); "
+                             f"got shape {audio.shape}")
         if audio.shape[0] != n:
             raise ValueError(f"audio has {audio.shape[0]} waveforms for {n} eeg windows")
+        if not np.isfinite(audio).all():
+            raise ValueError("audio holds NaN or infinite values")
         for i, wave in enumerate(audio):
             if not np.any(wave):
                 continue  # silence stands for "no audio": masked like a listening trial

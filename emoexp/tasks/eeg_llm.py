@@ -1,5 +1,6 @@
 """EEG to LLM (seed 004): DEAP windows as quantized tokens, a LoRA-adapted Llama, valence
-(primary) and arousal heads, and their joint accuracy."""
+(primary) and arousal heads, and their joint accuracy; ``targets`` picks other heads (dominance,
+liking, the four valence-arousal quadrants)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,15 @@ class EEGLLMConfig(TrainConfig):
     split: str = opt("subject", "subject: no subject on two sides (default) | trial: whole trials per side "
                                 "(subjects shared) | segment: seed 004's random window split (leaks trials: optimistic)")
     baseline: str = opt("subtract", "the 3-s pre-trial baseline: subtract (its mean 1-s chunk from every second, then dropped; TorchEEG) | drop | keep")
+    targets: str = opt("valence,arousal", "heads, comma-separated, the first primary (its metrics are val_accuracy etc.): "
+                                          "valence | arousal | dominance | liking (each rating low/high, or 3 levels) | "
+                                          "quadrant (one 4-class head: LVLA, LVHA, HVLA, HVHA; levels=2)")
     levels: int = opt(2, "classes per target: 2 (low/high at threshold) | 3 (low/medium/high at bin_edges; seed 004)")
     threshold: float = opt(5.0, "levels=2: ratings at or above (see high_inclusive) are high")
     high_inclusive: bool = opt(True, "levels=2: a rating of exactly `threshold` counts as high (TorchEEG); false: > threshold (many papers)")
     bin_edges: str = opt("", "levels=3: two edges 'low,high' (a rating on an edge goes up); empty: equal thirds of [1, 9] (3.667, 6.333)")
+    trial_seconds: float = opt(0.0, "use only the first N seconds of each trial (after the baseline step): fewer windows "
+                                    "for a smoke run; 0: the whole trial (60 s in DEAP)")
     window_size: int = opt(128, "samples per window at 128 Hz (1 s)")
     overlap: int = opt(64, "samples shared by consecutive windows (seed 004: overlapping segments)")
     downsample: int = opt(4, "keep every N-th sample before quantizing (sequence length / N)")
@@ -49,7 +55,7 @@ class EEGLLMConfig(TrainConfig):
     freeze_epochs: int = opt(10, "seed 004: epochs that train LoRA and the head only; then the backbone unfreezes")
 
     ARCH_KEYS: ClassVar[tuple[str, ...]] = (
-        "levels", "window_size", "downsample", "normalize", "num_bins", "llm_path", "load_in_4bit", "llm_dtype",
+        "targets", "levels", "window_size", "downsample", "normalize", "num_bins", "llm_path", "load_in_4bit", "llm_dtype",
         "lora_r", "lora_alpha", "lora_dropout",
     )
     CHOICES: ClassVar[dict[str, Any]] = {
@@ -65,10 +71,26 @@ class EEGLLMConfig(TrainConfig):
             raise ConfigError(f"levels must be 2 or 3, got {self.levels}")
         if not 0 <= self.overlap < self.window_size:
             raise ConfigError(f"overlap must lie in [0, window_size={self.window_size}), got {self.overlap}")
+        if self.trial_seconds < 0:
+            raise ConfigError(f"trial_seconds must be >= 0 (0: whole trials), got {self.trial_seconds}")
         if self.downsample < 1 or self.num_bins < 2 or self.freeze_epochs < 0:
             raise ConfigError("downsample must be >= 1, num_bins >= 2 and freeze_epochs >= 0")
         if self.lora_r < 1 or not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_r must be >= 1 and lora_dropout in [0, 1), got {self.lora_r}, {self.lora_dropout}")
+        names = self.target_names()
+        if self.levels != 2 and "quadrant" in names:
+            raise ConfigError("targets=quadrant splits valence and arousal at threshold: it needs levels=2")
+
+    def target_names(self) -> list[str]:
+        """The heads, primary first (checked: known, none twice)."""
+        from emoexp.data.deap import ALL_TARGETS
+
+        names = [t.strip() for t in str(self.targets).split(",") if t.strip()]
+        unknown = [t for t in names if t not in ALL_TARGETS]
+        if not names or unknown or len(set(names)) != len(names):
+            raise ConfigError(f"targets must be distinct names among {', '.join(ALL_TARGETS)}, comma-separated; "
+                              f"got {self.targets!r}")
+        return names
 
 
 @register_task
@@ -83,6 +105,17 @@ class TrainEEGLLM(Task):
     flexible_inputs = ("eeg",)  # one (32, T) window or a (B, 32, T) batch (checked here)
     extra_requirements = ("transformers", "peft", "accelerate", "bitsandbytes")
     option_aliases = {"lr": ("--learning-rate",), "llm_path": ("--model-path",)}
+    # measured on 2 CPU cores, lightly loaded (README: EEG to LLM)
+    help_more = (
+        "\b\n"
+        "Smoke setting: 3 subjects, the first 10 s of each trial, windows back to back, every 8th sample\n"
+        "(545 tokens a window): 400 training windows, about 10 s an epoch, a minute in all on 2 CPU cores:\n"
+        "  emoexp data synth deap --out data/demo/deap\n"
+        "  emoexp train train_eeg_llm --data-dir data/demo/deap --max-subjects 3 --trial-seconds 10 \\\n"
+        "      --overlap 0 --downsample 8 --epochs 2 --freeze-epochs 1\n"
+        "The defaults on that set (60-s trials, a window every 64 samples, 1057 tokens each) train\n"
+        "9520 windows an epoch: about 7.5 min of training and 8.5 min with validation per epoch."
+    )
 
     def build_data(self, cfg: EEGLLMConfig):
         import numpy as np
@@ -110,6 +143,8 @@ class TrainEEGLLM(Task):
             if type(e) is ValueError:  # bad bin edges: a config problem; DataErrors name their file
                 raise ConfigError(str(e)) from None
             raise
+        if cfg.trial_seconds:  # a view: the first seconds of every trial
+            trials.eeg = trials.eeg[:, :, : int(round(cfg.trial_seconds * DEAP_SAMPLE_RATE))]
         n_samples = trials.eeg.shape[2]
         starts = window_starts(n_samples, cfg.window_size, stride_from_overlap(cfg.window_size, cfg.overlap))
         if not len(starts):
@@ -117,13 +152,15 @@ class TrainEEGLLM(Task):
                               f"fewer than window_size={cfg.window_size}")
         sides = _split_windows(trials, starts, cfg)
         tokenizer = _fit_tokenizer(trials.eeg, sides["train"], cfg)
-        heads = {t: list(trials.class_names) for t in ("valence", "arousal")}
+        heads = {t: list(trials.target_classes[t]) for t in cfg.target_names()}
+        primary = next(iter(heads))
+        targets = {h: trials.targets[h] for h in heads}
 
         def make(side: str):
             idx = sides[side]
             if not len(idx):
                 return None
-            ds = EEGTokenDataset(trials.eeg, idx, trials.targets, tokenizer)
+            ds = EEGTokenDataset(trials.eeg, idx, targets, tokenizer)
             ds.meta = {"subject": trials.subject[idx[:, 0]], "trial": trials.trial[idx[:, 0]]}
             return ds
 
@@ -142,14 +179,48 @@ class TrainEEGLLM(Task):
             "llm": _llm_config(cfg, tokenizer.token_map.vocab_size),
         }
         notes = {"subject": "subjects per side: none on two sides",
-                 "trial": "whole trials per side, stratified by valence within each subject (subjects on several sides)",
+                 "trial": "whole trials per side, stratified by the primary target within each subject (subjects on several sides)",
                  "segment": "seed 004's random window split: overlapping windows of one trial on several sides "
                             "(optimistic; not a generalisation estimate)"}
         split = {"scheme": cfg.split, "subjects": subjects, "counts": counts, "note": notes[cfg.split]}
         example = cut_windows(trials.eeg, val.index[:2], cfg.window_size)
-        return DataBundle(train=train, val=val, test=test, heads=heads, train_targets=train.head_targets("valence"),
+        return DataBundle(train=train, val=val, test=test, heads=heads, train_targets=train.head_targets(primary),
                           split=split, input_example={"eeg": example}, info=info,
                           skipped_files=list(policy.skipped))
+
+    def cv_pool(self, cfg: EEGLLMConfig, data):
+        """Units: DEAP trials (by subject); a fold's sides are token datasets over the windows of
+        its trials, with the tokenizer (statistics, bin edges) fitted on its training windows."""
+        import numpy as np
+
+        from emoexp.data.eeg_tokens import EEGTokenDataset
+        from emoexp.data.folds import CVPool, FoldViews
+
+        parts = [d for d in (data.train, data.val, data.test) if d is not None]
+        pairs = np.unique(np.concatenate([d.index for d in parts]), axis=0)   # every window, sorted
+        subject_of, trial_of = {}, {}   # global trial index -> subject, trial within the subject
+        for d in parts:
+            subject_of.update(zip(d.index[:, 0].tolist(), np.asarray(d.meta["subject"]).tolist()))
+            trial_of.update(zip(d.index[:, 0].tolist(), np.asarray(d.meta["trial"]).tolist()))
+        trials = np.unique(pairs[:, 0])                                       # units: trials with windows
+        eeg, targets = parts[0].trials, parts[0].targets
+        unit_of = np.full(int(trials.max()) + 1, -1, dtype=np.int64)
+        unit_of[trials] = np.arange(len(trials))
+
+        def views(sides: dict[str, np.ndarray]) -> FoldViews:
+            rows = {s: pairs[np.isin(pairs[:, 0], trials[idx])] for s, idx in sides.items()}
+            tok = _fit_tokenizer(eeg, rows["train"], cfg)
+            out = {}
+            for s, r in rows.items():
+                ds = EEGTokenDataset(eeg, r, targets, tok)
+                ds.meta = {"subject": np.asarray([subject_of[t] for t in r[:, 0].tolist()]),
+                           "trial": np.asarray([trial_of[t] for t in r[:, 0].tolist()])}
+                out[s] = ds
+            return FoldViews(out, {s: unit_of[r[:, 0]] for s, r in rows.items()},
+                             {"tokenizer": tok.to_dict(), "seq_len": tok.seq_len})
+
+        return CVPool(unit="trial", labels=targets[data.primary_head][trials],
+                      subjects=np.asarray([subject_of[t] for t in trials.tolist()]), trials=None, views=views)
 
     def reuse_fitted(self, data, info: dict[str, Any]):
         from emoexp.data.eeg_tokens import Tokenizer
@@ -190,9 +261,12 @@ class TrainEEGLLM(Task):
         return {"tokens": torch.from_numpy(Tokenizer.from_dict(info["tokenizer"])(eeg))}
 
     def extra_metrics(self, preds: dict, heads: dict[str, list[str]], prefix: str) -> dict[str, float]:
-        """``<prefix>_joint_accuracy``: valence and arousal both right (seed 004's overall accuracy)."""
+        """``<prefix>_joint_accuracy``: every target right, e.g. valence and arousal both (seed 004's
+        overall accuracy); nothing for a single target."""
         import numpy as np
 
+        if len(heads) < 2:
+            return {}
         joint = np.logical_and.reduce(list(_right(preds, heads).values()))
         return {f"{prefix}_joint_accuracy": float(joint.mean()) if joint.size else 0.0}
 
@@ -227,7 +301,8 @@ def _split_windows(trials, starts, cfg: EEGLLMConfig) -> dict[str, Any]:
         key = np.asarray([str(x) for x in trials.subject])
         return {side: pairs[np.isin(key[pairs[:, 0]], getattr(s, side))] for side in ("train", "val", "test")}
     if cfg.split == "trial":
-        per_subject = {str(sub): trials.targets["valence"][trials.subject == sub]
+        primary = cfg.target_names()[0]
+        per_subject = {str(sub): trials.targets[primary][trials.subject == sub]
                        for sub in sorted(set(trials.subject.tolist()))}
         sides = split_trials(per_subject, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                              seed=cfg.seed)

@@ -1,4 +1,5 @@
-"""Face emotion (seeds 001 and 003): FER2013 or AffectNet, DenseNet121 or a small CNN."""
+"""Face emotion (seeds 001 and 003): FER2013 or AffectNet, DenseNet121, a small CNN, or a local
+Hugging Face image classifier (``backbone=hf``, seed 003's ViT)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def _backbone_choices() -> tuple[str, ...]:
-    """The registry's face encoders."""
+    """The registry's face encoders, and its whole face networks (``hf``: :mod:`emoexp.models.face_hf`)."""
     from emoexp.models import model_options
 
-    return tuple(model_options("face_encoder"))
+    whole = tuple(o for o, name in model_options("network").items() if name.startswith("face_"))
+    return (*model_options("face_encoder"), *whole)
 
 
 @dataclass
@@ -27,7 +29,12 @@ class FaceConfig(TrainConfig):
     data_dir: str = opt(dataset_dir("affectnet"), "FER2013 (fer2013.csv or train/test folders) or AffectNet (Train/Test folders, labels.csv) root")
     dataset: str = opt("affectnet", "affectnet | fer2013 (seed 001's default is affectnet)")
     classes: int = opt(6, "6: neutral happy sad surprise fear anger (seed 001; disgust and contempt dropped) | 7: + disgust (seed 003)")
-    backbone: str = opt("densenet121", "densenet121 (torchvision, seed 001) | small_cnn (4 conv blocks: quick CPU runs)")
+    backbone: str = opt("densenet121", "densenet121 (torchvision, seed 001) | small_cnn (4 conv blocks: quick CPU runs) | "
+                                       "hf (the image classifier in hf_model, seed 003)")
+    hf_model: str = opt("", "backbone=hf: a local save_pretrained folder of any AutoModelForImageClassification "
+                            "(e.g. seed 003's dima806/facial_emotions_image_detection ViT; never downloaded); its image "
+                            "processor sets the image size and normalisation, its classifier is replaced when its labels "
+                            "differ (rows of the labels both know carried over by name)")
     backbone_weights: str = opt("none", "none (random init, never downloaded) | path to a local DenseNet121 state dict")
     image_size: int = opt(0, "side the images are resized to; 0: the dataset's own (48 FER2013, 96 AffectNet)")
     dropout: float = opt(0.5, "seed 001: dropout 0.4-0.5 in the classifier head")
@@ -55,6 +62,12 @@ class FaceConfig(TrainConfig):
             raise ConfigError(f"classes: {self.classes} is not 6 or 7")
         if self.image_size and self.image_size < 32:
             raise ConfigError(f"image_size must be 0 (the dataset's own) or >= 32, got {self.image_size}")
+        if self.backbone == "hf" and not self.hf_model:
+            raise ConfigError("backbone=hf needs hf_model=PATH, a local save_pretrained folder of an image classifier")
+        if self.hf_model and self.backbone != "hf":
+            raise ConfigError(f"hf_model is read with backbone=hf (backbone is {self.backbone}); add --backbone hf")
+        if self.backbone == "hf" and self.image_size:
+            raise ConfigError("backbone=hf takes the image size of the model's own processor: leave image_size at 0")
 
 
 
@@ -65,9 +78,12 @@ class TrainFace(Task):
     dataset = "face"
     registered_model = "emoexp-face"
     config_cls = FaceConfig
-    summary = "Face emotion from FER2013 or AffectNet images (DenseNet121 or a small CNN)."
+    summary = "Face emotion from FER2013 or AffectNet images (DenseNet121, a small CNN or a local Hugging Face classifier)."
     serving_inputs = ("image",)
     flexible_inputs = ("image",)  # any size, one image or a batch (see serving.log_model)
+    extra_requirements = ("transformers",)  # backbone=hf rebuilds the Hugging Face model
+    # seed 003's flags: --model (a local copy of the Hugging Face model), --learning-rate
+    option_aliases = {"hf_model": ("--model",), "lr": ("--learning-rate",)}
     # seed 003's per-emotion weight flags (--sad 5 --happy 0.5); both spellings of anger
     class_flags = ("neutral", "happy", "sad", "surprise", "fear", "anger", "angry", "disgust")
 
@@ -79,10 +95,11 @@ class TrainFace(Task):
         from emoexp.data.images import FaceImageDataset
         from emoexp.data.registry import get_dataset
 
+        hf = _hf_spec(cfg) if cfg.backbone == "hf" else None
         policy = BadFilePolicy(cfg.on_bad_file)
         faces = get_dataset(cfg.dataset).read(cfg.data_dir, classes=cfg.classes, policy=policy,
                                               samples_per_class=cfg.samples_per_class or None, seed=cfg.seed)
-        size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
+        size = hf["size"] if hf else cfg.image_size or NATIVE_SIZE[cfg.dataset]
         sides = _split(faces.labels, faces.split, cfg)
         names = faces.class_names
 
@@ -108,6 +125,7 @@ class TrainFace(Task):
             "n_images": int(len(faces.labels)),
             "backbone": cfg.backbone,
             "class_counts": counts,
+            **({"hf": hf} if hf else {}),
         }
         split = {"scheme": cfg.split, "counts": counts,
                  "note": "images per class and side; the dataset's own split" if cfg.split == "dataset"
@@ -119,9 +137,37 @@ class TrainFace(Task):
             info=info, skipped_files=list(policy.skipped),
         )
 
+    def cv_pool(self, cfg: FaceConfig, data):
+        """Units: the images (no subjects: folds are stratified over images). A fold's sides are
+        face datasets of the images resized once; training augmentation on the train side only."""
+        import copy
+
+        import numpy as np
+        import torch
+
+        from emoexp.data.folds import CVPool, FoldViews
+
+        parts = [d for d in (data.train, data.val, data.test) if d is not None]
+        pixels = torch.cat([d.pixels for d in parts])
+        labels = np.concatenate([d.targets for d in parts])
+        template = {True: data.train, False: data.val}  # augmenting, and plain
+
+        def views(sides: dict[str, np.ndarray]) -> FoldViews:
+            out = {}
+            for side, idx in sides.items():
+                ds = copy.copy(template[side == "train"])
+                ds.pixels, ds.targets = pixels[torch.from_numpy(np.asarray(idx, dtype=np.int64))], labels[idx]
+                out[side] = ds
+            return FoldViews(out, {s: np.asarray(i) for s, i in sides.items()})
+
+        return CVPool(unit="image", labels=labels, subjects=None, trials=None, views=views)
+
     def build_model(self, cfg: FaceConfig, info: dict[str, Any]):
         from emoexp.models import create_model, model_options
 
+        if info.get("hf"):  # the Hugging Face classifier is the whole network (from the info alone)
+            return create_model("face_hf", spec=info["hf"], heads={h: len(c) for h, c in info["heads"].items()},
+                                classes=next(iter(info["heads"].values())))
         spec: dict[str, Any] = {"model": model_options("face_encoder")[cfg.backbone]}
         return create_model(
             "multimodal_net",
@@ -132,6 +178,18 @@ class TrainFace(Task):
         )
 
     def init_from_pretrained(self, model, cfg: FaceConfig, info: dict[str, Any]) -> dict[str, str]:
+        if info.get("hf"):
+            from emoexp.models.face_hf import load_hf_weights
+
+            if cfg.backbone_weights not in ("", "none"):
+                raise ConfigError("backbone_weights is for backbone=densenet121; backbone=hf loads hf_model's weights")
+            try:
+                done = load_hf_weights(model, cfg.hf_model, next(iter(info["heads"].values())))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            log.info("%s: loaded with %s", cfg.hf_model, done["summary"])
+            return {"emoexp.hf_model": str(cfg.hf_model), "emoexp.hf_labels": ",".join(done["labels"]),
+                    "emoexp.hf_head": done["summary"]}
         if cfg.backbone_weights in ("", "none"):
             return {"emoexp.backbone_weights": "none"}
         if cfg.backbone != "densenet121":
@@ -158,8 +216,9 @@ class TrainFace(Task):
         return BalancedSampler(targets, class_names, per_class, generator)
 
     def evaluation_overrides(self, cfg: FaceConfig, info: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-        # the model's own input size; plain, unbalanced epochs of the evaluated images
-        return {"image_size": int(info.get("image_size", cfg.image_size)), "augment": False, "balance": False}
+        # the model's own input size (backbone=hf: its processor's, read again); plain, unbalanced epochs
+        size = 0 if info.get("hf") else int(info.get("image_size", cfg.image_size))
+        return {"image_size": size, "augment": False, "balance": False}
 
     def serving_batch(self, inputs: dict[str, Any], cfg: FaceConfig, info: dict[str, Any]) -> dict:
         from emoexp.data.images import preprocess
@@ -167,6 +226,15 @@ class TrainFace(Task):
         if "image" not in inputs:
             raise ValueError(f"input needs 'image' (H x W x 3 uint8 pixels, or a batch); got {sorted(inputs)}")
         return {"image": preprocess(inputs["image"], int(info["image_size"]), bool(info["grayscale"]))}
+
+
+def _hf_spec(cfg: FaceConfig) -> dict[str, Any]:
+    from emoexp.models.face_hf import hf_spec
+
+    try:
+        return hf_spec(cfg.hf_model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _counts(labels, names: list[str]) -> dict[str, int]:

@@ -137,6 +137,7 @@ class TrainPosture(Task):
     summary = "Body posture, stress and trajectory from keypoint-feature sequences (multi-task TCN-LSTM)."
     serving_inputs = ("sequence",)
     flexible_inputs = ("sequence",)  # one (T, F) sequence or a (B, T, F) batch, any T
+    ragged_inputs = ("sequence",)    # or a list of sequences of different lengths
     option_aliases = {"data_dir": ("--data",), "output_dir": ("--output",)}  # seed 001's flags
 
     def build_data(self, cfg: PostureConfig):
@@ -171,6 +172,24 @@ class TrainPosture(Task):
             input_example={"sequence": example.astype(np.float32)}, info=info,
             skipped_files=list(policy.skipped),
         )
+
+    def cv_pool(self, cfg: PostureConfig, data):
+        """Units: the sequences of every side (no subjects: folds are stratified over sequences);
+        random crops on the train side only."""
+        import numpy as np
+
+        from emoexp.data.folds import CVPool, FoldViews
+
+        parts = [d for d in (data.train, data.val, data.test) if d is not None]
+        seqs = [q for d in parts for q in d.sequences]
+        targets = {h: np.concatenate([d.targets[h] for d in parts]) for h in data.heads}
+
+        def views(sides: dict[str, np.ndarray]) -> FoldViews:
+            out = {s: SequenceDataset([seqs[i] for i in idx], {h: t[idx] for h, t in targets.items()},
+                                      cfg.seq_length, train=s == "train") for s, idx in sides.items()}
+            return FoldViews(out, {s: np.asarray(i) for s, i in sides.items()})
+
+        return CVPool(unit="sequence", labels=targets[data.primary_head], subjects=None, trials=None, views=views)
 
     def build_model(self, cfg: PostureConfig, info: dict[str, Any]):
         from emoexp.models import create_model
@@ -267,6 +286,24 @@ class TrainClassifier(Task):
             split={"scheme": "random", "counts": counts, **{s: [ids[j] for j in i] for s, i in idx.items()}},
             input_example={"features": x[idx["val"][:2]].astype(np.float32)}, info=info,
         )
+
+    def cv_pool(self, cfg: ClassifierConfig, data):
+        """Units: the feature rows; each fold standardises with its own training rows."""
+        import numpy as np
+
+        from emoexp.data.folds import CVPool, FoldViews
+
+        parts = [d for d in (data.train, data.val, data.test) if d is not None]
+        x = np.concatenate([d.x for d in parts])
+        targets = {h: np.concatenate([d.targets[h] for d in parts]) for h in data.heads}
+
+        def views(sides: dict[str, np.ndarray]) -> FoldViews:
+            out = {s: FeatureDataset(x[idx], {h: t[idx] for h, t in targets.items()}) for s, idx in sides.items()}
+            train = x[sides["train"]]
+            info = {"feature_mean": train.mean(axis=0).tolist(), "feature_std": train.std(axis=0).tolist()}
+            return FoldViews(out, {s: np.asarray(i) for s, i in sides.items()}, info)
+
+        return CVPool(unit="row", labels=targets[data.primary_head], subjects=None, trials=None, views=views)
 
     def build_model(self, cfg: ClassifierConfig, info: dict[str, Any]):
         import numpy as np

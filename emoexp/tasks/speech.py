@@ -77,6 +77,7 @@ class TrainSpeech(Task):
     summary = "Speech emotion from RAVDESS (or EAV speaking trials): wav2vec2 + log-mel branches, gender auxiliary head."
     serving_inputs = ("waveform", "sample_rate")
     flexible_inputs = ("waveform",)  # one waveform or a batch, any length and rate (checked here)
+    ragged_inputs = ("waveform",)    # a batch may hold waveforms of different lengths
     extra_requirements = ("transformers",)  # the served model rebuilds wav2vec2
     # seed 002's train script flags
     option_aliases = {"data_dir": ("--dataset-root",), "lr": ("--learning-rate",)}
@@ -160,6 +161,37 @@ class TrainSpeech(Task):
             info=info, skipped_files=list(policy.skipped),
         )
 
+    def cv_pool(self, cfg: SpeechConfig, data):
+        """Units: the clips, in load order, by speaker; clips cut from one recording (EAV) share
+        its trial. A fold's sides are waveform datasets, augmented on the train side only."""
+        import numpy as np
+
+        from emoexp.data.folds import CVPool, FoldViews
+        from emoexp.data.speech import WaveformDataset
+
+        parts = [d for d in (data.train, data.val, data.test) if d is not None]
+        order = np.argsort(np.concatenate([d.utt for d in parts]), kind="stable")
+        waves = np.concatenate([d.waves for d in parts])[order]
+        utt = np.concatenate([d.utt for d in parts])[order]
+        targets = {h: np.concatenate([d.targets[h] for d in parts])[order] for h in data.heads}
+        meta = {k: np.concatenate([np.asarray(d.meta[k]) for d in parts])[order] for k in parts[0].meta}
+        recording = np.asarray([str(p).split("#", 1)[0] for p in meta["path"]])
+        sr = parts[0].sample_rate
+
+        def views(sides: dict[str, np.ndarray]) -> FoldViews:
+            out = {}
+            for side, idx in sides.items():
+                ds = WaveformDataset(waves[idx], {h: t[idx] for h, t in targets.items()}, utt[idx], sample_rate=sr,
+                                     augment=side == "train" and cfg.augment, noise_snr_db=cfg.noise_snr_db,
+                                     gain_db=cfg.gain_db, shift_seconds=cfg.shift_seconds)
+                ds.meta = {k: v[idx] for k, v in meta.items()}
+                out[side] = ds
+            return FoldViews(out, {s: np.asarray(i) for s, i in sides.items()})
+
+        trials = recording if len(set(recording.tolist())) < len(recording) else None
+        return CVPool(unit="clip", labels=targets[data.primary_head], subjects=meta["actor"], trials=trials,
+                      views=views, subject_word="actor" if cfg.dataset == "ravdess" else "speaker")
+
     def build_model(self, cfg: SpeechConfig, info: dict[str, Any]):
         from emoexp.models import create_model
 
@@ -215,7 +247,8 @@ def _split(actors, labels, cfg: SpeechConfig) -> dict[str, Any]:
     if cfg.split == "subject":
         try:
             s = split_subjects([str(a) for a in actors], val_fraction=cfg.val_fraction,
-                               test_fraction=cfg.test_fraction, seed=cfg.seed)
+                               test_fraction=cfg.test_fraction, seed=cfg.seed,
+                               instead="more actors, or split=random to split one speaker's clips")
         except ValueError as e:
             raise ConfigError(f"{cfg.data_dir}: {e}") from None
         key = np.asarray([str(a) for a in actors])

@@ -38,10 +38,19 @@ def deap_dir(tmp_path_factory) -> Path:
 
 
 def test_synthetic_files_have_deaps_format(deap_dir):
+    import pickletools
+
     files = find_deap_files(deap_dir)
     assert [f.name for f in files] == ["s01.dat", "s02.dat", "s03.dat", "s04.dat"]
     raw = files[0].read_bytes()
     assert raw[:2] == b"\x80\x02"  # pickle protocol 2, as DEAP's Python 2 cPickle files
+    # Python 2's form: keys and array buffers are byte strings (BINSTRING), no unicode, no
+    # _codecs.encode; Python 3 reads them only with a decoding for those byte strings
+    ops = {op.name for op, _, _ in pickletools.genops(raw)}
+    assert {"SHORT_BINSTRING", "BINSTRING"} <= ops and not ops & {"BINUNICODE", "SHORT_BINUNICODE"}
+    assert b"_codecs" not in raw and b"numpy.core.multiarray\n_reconstruct" in raw
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(raw)
     obj = pickle.loads(raw, encoding="latin1")
     assert set(obj) == {"data", "labels"}
     assert obj["data"].dtype == np.float64 and obj["data"].shape == (12, 40, DEAP_BASELINE_SAMPLES + SECONDS * 128)
@@ -81,7 +90,9 @@ def _write(path: Path, obj) -> Path:
 
 @pytest.mark.parametrize("obj, message", [
     (np.zeros((2, 40, 500)), "expected a dict with 'data' and 'labels'"),
-    ({"data": np.zeros((40, 2, 500)), "labels": np.ones((2, 4))}, "looks transposed"),
+    ({"data": np.zeros((2, 500, 40)), "labels": np.ones((2, 4))}, "axis 1 looks like the samples"),
+    ({"data": np.zeros((500, 40, 2)), "labels": np.ones((500, 4))}, "axis 0 looks like the samples"),
+    ({"data": np.zeros((40, 2, 500)), "labels": np.ones((40, 4))}, "at least 32 channels on axis 1"),
     ({"data": np.zeros((2, 40, 300)), "labels": np.ones((2, 4))}, "at least 385 are needed"),
     ({"data": np.zeros((2, 40, 500)), "labels": np.ones((2, 3))}, "4 ratings"),
     ({"data": np.zeros((2, 40, 500)), "labels": np.full((2, 4), 10.0)}, r"ratings span \[10, 10\]"),
@@ -92,6 +103,39 @@ def test_bad_files_are_named_with_the_problem(tmp_path, obj, message):
     with pytest.raises(DataError, match=message) as e:
         read_deap_file(path)
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("channels", [32, 40, 48])
+@pytest.mark.parametrize("writer", ["python2", "python3"])
+def test_files_with_32_channels_or_more_are_read(tmp_path, channels, writer):
+    """TorchEEG's fake DEAP records hold (40 trials, 32 channels, 8064): 40 trials is not a hint of
+    a transposition, and 32 channels (the EEG) are enough; extra channels are left out."""
+    from emoexp.data import py2pickle
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((40, channels, DEAP_BASELINE_SAMPLES + 200))
+    obj = {"data": data, "labels": rng.uniform(1, 9, (40, 4))}
+    path = tmp_path / "s01.dat"
+    py2pickle.dump(obj, path) if writer == "python2" else _write(path, obj)
+    eeg, labels = read_deap_file(path)
+    assert eeg.shape == (40, 32, DEAP_BASELINE_SAMPLES + 200) and eeg.dtype == np.float32
+    np.testing.assert_allclose(eeg, data[:, :32].astype(np.float32))
+    np.testing.assert_array_equal(labels, obj["labels"])
+
+
+def test_every_rating_and_the_quadrants_are_targets(deap_dir):
+    d = load_deap(deap_dir)
+    r = d.ratings
+    assert set(d.targets) == {"valence", "arousal", "dominance", "liking", "quadrant"}
+    for k, name in enumerate(("valence", "arousal", "dominance", "liking")):
+        np.testing.assert_array_equal(d.targets[name], (r[:, k] >= 5).astype(int))
+        assert d.target_classes[name] == ["low", "high"]
+    assert d.target_classes["quadrant"] == ["LVLA", "LVHA", "HVLA", "HVHA"]
+    names = np.asarray(d.target_classes["quadrant"])[d.targets["quadrant"]]
+    expect = [("H" if v >= 5 else "L") + "V" + ("H" if a >= 5 else "L") + "A" for v, a in r[:, :2]]
+    assert names.tolist() == expect
+    three = load_deap(deap_dir, levels=3)
+    assert "quadrant" not in three.targets and three.target_classes["liking"] == ["low", "medium", "high"]
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path):
