@@ -157,8 +157,7 @@ def run_cv(
         if active is not None:
             exp_id = active.info.experiment_id
         else:
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            exp_id = T.ensure_experiment(experiment, client)
         tags = {TAG_CV_KEY: key, T.TAG_CV_SCHEME: scheme.spec, T.TAG_TASK: task.name}
         if active is not None:
             tags[T.MLFLOW_PARENT_RUN] = active.info.run_id

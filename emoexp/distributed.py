@@ -45,6 +45,11 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def is_main_process() -> bool:
+    """Rank 0, or no torchrun at all: the process that keeps the records (known before ``setup``)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def setup(device_name: str):
     """-> (:class:`Dist`, torch.device). Joins the process group when started by torchrun with
     more than one rank; on CUDA each rank takes the GPU of its ``LOCAL_RANK``."""

@@ -102,7 +102,7 @@ def fit(
 
     task = get_task(task) if isinstance(task, str) else task
     check_device(cfg.device)  # what the settings need of this machine, before any data is read
-    if track:
+    if track and D.is_main_process():  # rank 0 keeps the records; the others never open the store
         check_tracking_store()
     if resume is None and cfg.resume_from:
         resume, cfg = _branch_from(task, cfg)  # one resume path, whoever calls fit

@@ -62,7 +62,7 @@ def test_registry_unknown_lists_known() -> None:
 def test_list_models_sorted() -> None:
     names = list_models()
     assert names == sorted(names) and {"eeg_cnn", "audio_mfcc", "speech_net", "eeg_llm"} <= set(names)
-    assert list_models("eeg_encoder") == ["eeg_cnn", "eeg_cnn_lstm"]
+    assert list_models("eeg_encoder") == ["eeg_bands", "eeg_cnn", "eeg_cnn_lstm"]
     assert model_options("face_encoder") == {"densenet121": "face_densenet121", "small_cnn": "face_small_cnn"}
 
 

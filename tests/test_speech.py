@@ -127,6 +127,7 @@ def test_served_model_takes_a_waveform_and_its_rate(trained):
 
 
 def test_served_over_http(trained, tmp_path, model_server):
+    import urllib.error
     import urllib.request
 
     wave = _tone(2.0, 16000).tolist()
@@ -134,8 +135,11 @@ def test_served_over_http(trained, tmp_path, model_server):
         body = {"inputs": {"waveform": [wave, wave[:8000]], "sample_rate": [16000, 16000]}}
         req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            preds = json.loads(r.read())["predictions"]
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                preds = json.loads(r.read())["predictions"]
+        except urllib.error.HTTPError as e:
+            raise AssertionError(e.read().decode()[:2000]) from None
     assert len(preds) == 2 and preds[0]["label"] in BASIC4
 
 

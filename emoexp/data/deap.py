@@ -37,6 +37,14 @@ from pathlib import Path
 import numpy as np
 
 from emoexp.data.base import BadFilePolicy, DataError, MissingDatasetError
+from emoexp.data.deap_labels import (  # noqa: F401  (re-exported: the reader's vocabulary)
+    ALL_TARGETS,
+    DEAP_RATINGS,
+    LEVEL_NAMES,
+    QUADRANT,
+    QUADRANT_NAMES,
+    TARGETS,
+)
 from emoexp.data.safe_pickle import load_pickle
 
 log = logging.getLogger(__name__)
@@ -49,12 +57,6 @@ DEAP_EEG_CHANNELS = [
 ]
 DEAP_PERIPHERAL = ["hEOG", "vEOG", "zEMG", "tEMG", "GSR", "Respiration", "Plethysmograph", "Temperature"]
 DEAP_CHANNELS = DEAP_EEG_CHANNELS + DEAP_PERIPHERAL
-DEAP_RATINGS = ("valence", "arousal", "dominance", "liking")  # the labels' column order
-TARGETS = ("valence", "arousal")   # seed 004's two heads, valence primary
-QUADRANT = "quadrant"
-QUADRANT_NAMES = ["LVLA", "LVHA", "HVLA", "HVHA"]  # (low|high valence) x (low|high arousal)
-ALL_TARGETS = (*DEAP_RATINGS, QUADRANT)
-LEVEL_NAMES = {2: ["low", "high"], 3: ["low", "medium", "high"]}
 DEFAULT_BIN_EDGES = (11.0 / 3.0, 19.0 / 3.0)  # equal thirds of the [1, 9] rating scale
 BASELINE_MODES = ("subtract", "drop", "keep")
 

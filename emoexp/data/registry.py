@@ -228,7 +228,7 @@ def _posture() -> DatasetParts:
 
 @register_dataset("features", modalities=("features",),
                   summary="a feature table (features.csv/.parquet/.npy) + labels.json for classifier heads",
-                  tiny={"n": 20, "n_features": 8})
+                  tiny={"n": 20, "n_features": 8, "ring": 0.0})
 def _features() -> DatasetParts:
     from emoexp.data import features, synth_posture
 

@@ -407,9 +407,9 @@ FEATURE_HEADS_DEFAULT: dict[str, list[str]] = {
 
 
 def synth_features(
-    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n: int = 400,
+    out: str | os.PathLike, *, subjects: int = 4, seed: int = 0, n: int = 2000,
     n_features: int = 32, heads: dict[str, list[str]] | str | None = None,
-    signal_columns: int = 3, step: float = 1.2, ring: float = 0.0,
+    signal_columns: int = 3, step: float = 1.0, ring: float = 2.0,
 ) -> Path:
     """A feature table for classifier heads: ``features.csv``, ``labels.json``, ``heads.json``.
 

@@ -83,7 +83,7 @@ class EEGLLMConfig(TrainConfig):
 
     def target_names(self) -> list[str]:
         """The heads, primary first (checked: known, none twice)."""
-        from emoexp.data.deap import ALL_TARGETS
+        from emoexp.data.deap_labels import ALL_TARGETS
 
         names = [t.strip() for t in str(self.targets).split(",") if t.strip()]
         unknown = [t for t in names if t not in ALL_TARGETS]

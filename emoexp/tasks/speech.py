@@ -279,7 +279,7 @@ def prepare_waveforms(inputs: dict[str, Any], sample_rate: int, clip_samples: in
     if isinstance(raw, list | tuple) or (isinstance(raw, np.ndarray) and raw.dtype == object):
         # MLflow hands a "ragged" tensor over as an object array: of waveforms (B,), or of
         # samples (n,) / (B, n) when the request was regular
-        items = list(raw) if np.ndim(raw) == 1 or isinstance(raw, list | tuple) else None
+        items = list(raw) if isinstance(raw, list | tuple) or np.ndim(raw) == 1 else None  # ndim of a ragged list raises
         if items is not None and items and all(np.ndim(w) == 1 for w in items):
             waves = [np.asarray(w) for w in items]
         else:
