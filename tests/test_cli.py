@@ -87,6 +87,7 @@ def test_data_synth_commands_write_the_real_layouts(tmp_path):
     assert r.exit_code != 0 and "known" in r.output
 
 
+@pytest.mark.slow(reason="30 s: `mlflow run -e pretrain_faced`; test_records runs `mlflow run` (finetune_eav) in the fast suite")
 def test_mlflow_run_entry_point(faced_root, tmp_path, mlflow_cli_env):
     """`mlflow run . -e pretrain_faced --env-manager local` works as written in the README."""
     env = dict(mlflow_cli_env)

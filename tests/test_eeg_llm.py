@@ -272,6 +272,7 @@ def test_4bit_backbone_on_cpu(deap_root):
     assert not torch.equal(before, q.head.weight)
 
 
+@pytest.mark.slow(reason="a minute on CPU: `mlflow run` with the default 1057-token windows; tests/test_mlproject.py checks the entry point's declaration")
 def test_mlflow_run_entry_point(deap_root, mlflow_cli_env, tmp_path):
     """The issue's command, with the defaults (1-s windows, 1057 tokens) on 3 subjects."""
     repo = Path(__file__).resolve().parents[1]

@@ -194,6 +194,7 @@ def _cli_env(tmp_path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow(reason="30 s: test_faults::test_killed_at_any_point_continues_to_the_uninterrupted_result covers kill-and-continue in the fast suite")
 def test_killed_run_continues_to_the_same_metrics(faced_root, tmp_path):
     """SIGKILL after epoch 2, `emoexp resume --run`, and the curves equal an uninterrupted run's."""
     args = ["train", "pretrain_faced", "--data-dir", str(faced_root), "--epochs", "4", "--window-size", "256",

@@ -245,6 +245,7 @@ def test_predict_video_cli_with_a_trained_face_model(trained, tmp_path):
     assert res.exit_code != 0 and "none.mp4" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.slow(reason="30 s: `mlflow run -e train_face`; test_records runs the same `mlflow run` path for finetune_eav in the fast suite")
 def test_mlflow_run_train_face_entry_point(affectnet_root, tmp_path, mlflow_cli_env):
     """`mlflow run . -e train_face --env-manager local -P dataset=affectnet ...` as in the README."""
     import subprocess

@@ -150,6 +150,7 @@ def test_space_files_are_checked(tmp_path):
         assert load_space(shipped, task)
 
 
+@pytest.mark.slow(reason="30 s: the SQLite twin of test_scaleout's killed sweep worker and test_faults' killed sweep, both fast")
 def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_path):
     """SIGKILL a worker mid-trial; the next invocation fails the stale trial, runs it again with the
     same parameters and finishes the study with its 2 trials."""
@@ -192,6 +193,7 @@ def test_killed_worker_does_not_leave_its_trial_running(faced_root, space, tmp_p
     assert lost[0].data.tags[T.TAG_STOP_REASON] == "worker_lost"
 
 
+@pytest.mark.slow(reason="35 s: `mlflow run -e sweep`; nesting of trials is covered fast by test_sweep_trials_are_nested_runs_and_n_trials_is_the_total")
 def test_sweep_entry_point_nests_every_trial_under_the_step_run(faced_root, space, tmp_path, mlflow_cli_env):
     """Under `mlflow run -e sweep` each trial is a child of the sweep's own run (none re-attach to it)."""
     env = dict(mlflow_cli_env)
