@@ -45,13 +45,10 @@ from typing import Any
 import numpy as np
 
 from emoexp import tracking as T
+from emoexp.data.eeg import EEG_BANDS  # noqa: F401  (the bands' names and edges, shared with models/eeg.py)
 
 log = logging.getLogger(__name__)
 
-# Canonical EEG bands (Hz); gamma is capped below the Nyquist frequency of slow recordings.
-EEG_BANDS: dict[str, tuple[float, float]] = {
-    "delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0),
-}
 # Inverse regularisation strengths tried; the validation macro-F1 picks one.
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 _BATCH = 256

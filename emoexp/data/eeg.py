@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 # Bump when the layout or meaning of cache files changes: old files then stop matching.
 CACHE_FORMAT_VERSION = 1
 
+# Canonical EEG bands (Hz) of band-power features (the baselines, the ``bands`` encoder); gamma
+# is capped below the Nyquist frequency of slow recordings where they are used.
+EEG_BANDS: dict[str, tuple[float, float]] = {
+    "delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0),
+}
+
 
 # ---------------------------------------------------------------------------------------------
 # numeric helpers

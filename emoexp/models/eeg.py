@@ -90,7 +90,7 @@ class EEGBandEncoder(nn.Module):
     def __init__(self, in_channels: int = 30, latent_dim: int = 128, sample_rate: float = 250.0,
                  hidden: int = 256, dropout: float = 0.1):
         super().__init__()
-        from emoexp.baselines import EEG_BANDS
+        from emoexp.data.eeg import EEG_BANDS
 
         self.in_channels = in_channels
         self.latent_dim = latent_dim

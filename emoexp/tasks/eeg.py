@@ -45,7 +45,7 @@ class EEGConfig(TrainConfig):
 
     window_size: int = opt(512, "samples per EEG window (512 at 250 Hz is ~2 s)")
     stride: int = opt(256, "samples between window starts (half-overlapping by default)")
-    encoder: str = opt("cnn", "cnn (4 temporal conv blocks) | cnn_lstm (2 conv blocks + BiLSTM)")
+    encoder: str = opt("cnn", "cnn (4 temporal conv blocks) | cnn_lstm (2 conv blocks + BiLSTM) | bands (log band power per channel in 5 bands + MLP)")
     latent_dim: int = opt(128, "size of the encoder's latent vector")
     dropout: float = opt(0.3, "dropout in the classifier head")
     cache_dir: str = opt("", "where preprocessed .npy caches go; empty: $EMOEXP_CACHE_DIR or ~/.cache/emoexp")
@@ -85,7 +85,7 @@ class FinetuneEavConfig(EEGConfig):
     lr: float = opt(1e-4, "seed 000: 10x lower than pre-training to keep the encoder's features")
     scheduler: str = opt("step", "seed 000: StepLR, gamma 0.5 every 5 epochs")
     checkpoint_every: int = opt(2, "seed 000: a checkpoint every 2 epochs")
-    encoder: str = opt("auto", "auto (the pretrained encoder's kind, else cnn) | cnn | cnn_lstm")
+    encoder: str = opt("auto", "auto (the pretrained encoder's kind, else cnn) | cnn | cnn_lstm | bands")
     pretrained: str = opt("none", "encoder source: none | checkpoint path/URI | runs:/ID/model | models:/NAME@ALIAS")
     channel_adapter: str = opt(
         "linear",
