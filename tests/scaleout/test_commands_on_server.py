@@ -61,13 +61,14 @@ def test_every_command_works_on_the_http_server(on_server, features_data, tmp_pa
     space.write_text("lr: {type: float, low: 1.0e-3, high: 3.0e-3, log: true}\n")
     out = _ok(["sweep", "train_classifier", "--n-trials", "2", "--study-name", "so-cmd", "--space", str(space),
                "--pruner", "none", *data, "--epochs", "2", "--log-model", "false", "--experiment-name", "so-cmd-sweep"])
-    assert "{'COMPLETE': 2}" in out
-    if "cv" in cli.commands:  # cross-validation, where the checkout has it
-        cv = cli.commands["cv"]
-        cv = cv.commands.get("train_classifier", cv) if hasattr(cv, "commands") else cv
-        folds = [o for p in cv.params if p.name in ("folds", "n_folds", "k") for o in p.opts[:1]]
-        _ok(["cv", "train_classifier", *data, "--epochs", "1", *(folds and [folds[0], "2"]),
-             "--experiment-name", "so-cv"])
+    assert "2 trials (2 complete)" in out, out[-1500:]
+    # cross-validation with the baseline, its folds claimed as params on the server's parent run
+    _ok(["cv", "train_classifier", *data, "--epochs", "1", "--folds", "kfold:2", "--baseline",
+         "--experiment-name", "so-cv"])
+    client = MlflowClient()
+    cv_runs = client.search_runs([client.get_experiment_by_name("so-cv").experiment_id])
+    (cv_parent,) = [r for r in cv_runs if T.TAG_CV_SCHEME in r.data.tags and "mlflow.parentRunId" not in r.data.tags]
+    assert {"test_macro_f1_mean", "baseline.test_macro_f1_mean"} <= set(cv_parent.data.metrics)
     # registry, evaluation, lists, dashboards
     assert "@staging" in _ok(["promote", "features", "--experiment", "so-cmd"])
     assert "emoexp-classifier" in _ok(["registry", "list"])
