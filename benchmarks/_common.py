@@ -18,6 +18,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
+# The search space of the pruning benchmarks (bench_pruning.py, bench_cv.py's Wilcoxon part): a
+# learning rate wide enough that some trials do not learn, and dropout.
+PRUNING_SPACE = ("lr: {type: float, low: 1.0e-6, high: 3.0e-3, log: true}\n"
+                 "dropout: {type: float, low: 0.1, high: 0.6}\n")
+
 
 def machine() -> dict[str, Any]:
     """What the figures depend on: CPU count, Python, platform (torch only if already imported)."""

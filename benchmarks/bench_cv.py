@@ -42,11 +42,10 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Contention, loadavg, table, verdict, wait_for_load, write_result  # noqa: E402
+from _common import PRUNING_SPACE, Contention, loadavg, table, verdict, wait_for_load, write_result  # noqa: E402
 
 TARGET_OVERHEAD = 0.05
-SPACE = ("lr: {type: float, low: 1.0e-6, high: 3.0e-3, log: true}\n"
-         "dropout: {type: float, low: 0.1, high: 0.6}\n")
+SPACE = PRUNING_SPACE
 
 
 def parse_args(argv=None) -> argparse.Namespace:

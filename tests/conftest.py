@@ -41,6 +41,18 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: two threads on a shared two-core machine are slower than
+    one, and one thread also fixes the result."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def faced_root(session_tmp) -> Path:
     from emoexp.data.synth import synth_faced

@@ -39,13 +39,8 @@ EAV_OPTIONS = {"epochs": 1, "window_size": 128, "stride": 128, "latent_dim": 16,
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every test here runs torch on one thread (conftest's ``one_thread``)."""
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,8 @@ def _seed() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads on a shared two-core machine are slower than one; one also fixes the result.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every test here runs torch on one thread (conftest's ``one_thread``)."""
 
 
 def small_tcn(**kw) -> TCNLSTM:
