@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import socket
 import threading
 import time
 import uuid
@@ -51,6 +50,7 @@ import numpy as np
 
 from emoexp import tracking as T
 from emoexp.config import ConfigError, TrainConfig
+from emoexp.liveness import hostname
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ class _Heartbeat:
     def __init__(self, client, parent_id: str):
         self.client, self.parent_id = client, parent_id
         self.token = uuid.uuid4().hex[:12]
-        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.host, self.pid = hostname(), os.getpid()
         self.claim_value = f"{self.token}|{self.host}|{self.pid}|{_process_start(self.pid) or ''}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emoexp-cv-heartbeat", daemon=True)
@@ -333,13 +333,11 @@ class _Heartbeat:
 
 
 def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (psutil; a later process with the same pid starts later)."""
-    try:
-        import psutil
+    """When process ``pid`` started, as a claim writes it (:func:`emoexp.liveness.process_start`)."""
+    from emoexp.liveness import process_start
 
-        return f"{psutil.Process(int(pid)).create_time():.2f}"
-    except Exception:
-        return None
+    t = process_start(pid)
+    return None if t is None else f"{t:.2f}"
 
 
 def claimer_alive(value: str, parent_tags: dict[str, str], me: str | None = None) -> bool:
@@ -360,7 +358,7 @@ def claimer_alive(value: str, parent_tags: dict[str, str], me: str | None = None
         return False
     if last <= 0:
         return False
-    if host == socket.gethostname():
+    if host == hostname():
         now = _process_start(int(pid)) if pid.isdigit() else None
         return now is not None and (not start or now == start)
     return time.time() - last < STALE_BEATS * HEARTBEAT_S
