@@ -50,7 +50,7 @@ import numpy as np
 
 from emoexp import tracking as T
 from emoexp.config import ConfigError, TrainConfig
-from emoexp.liveness import hostname
+from emoexp.liveness import hostname, process_start
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +334,6 @@ class _Heartbeat:
 
 def _process_start(pid: int) -> str | None:
     """When process ``pid`` started, as a claim writes it (:func:`emoexp.liveness.process_start`)."""
-    from emoexp.liveness import process_start
-
     t = process_start(pid)
     return None if t is None else f"{t:.2f}"
 
