@@ -62,11 +62,12 @@ def _user_errors(fn):
     def wrapper(*args, **kwargs):
         from emoexp.checkpoints import CheckpointError
         from emoexp.data.base import DataError
+        from emoexp.pipeline import StepFailed
         from emoexp.stack import StackError, tracking_error_line
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, FileNotFoundError, StackError) as e:
+        except (ConfigError, DataError, CheckpointError, FileNotFoundError, StackError, StepFailed) as e:
             raise click.ClickException(str(e)) from None
         except ValueError as e:
             if logging.getLogger().isEnabledFor(logging.DEBUG):

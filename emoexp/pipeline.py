@@ -36,6 +36,22 @@ def step_key(entry_point: str, params: dict[str, Any], code: str, data: str = ""
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+class StepFailed(RuntimeError):
+    """A step's `mlflow run` ended with an error (its own output says which)."""
+
+
+def check_steps_can_start() -> None:
+    """The steps run ``emoexp ...`` commands through ``mlflow run``: both must be on PATH."""
+    import shutil
+
+    from emoexp.config import ConfigError
+
+    missing = [c for c in ("emoexp", "mlflow") if shutil.which(c) is None]
+    if missing:
+        raise ConfigError(f"the pipeline's steps run {' and '.join(missing)} from PATH, and PATH has none: "
+                          "activate the project's environment (source .venv/bin/activate) or run `make demo`")
+
+
 class _Steps:
     """Runs project steps under the parent run, reusing finished identical ones."""
 
@@ -66,11 +82,16 @@ class _Steps:
                 return hits[0].info.run_id
         log.info("step %s: mlflow run . -e %s %s", name, entry_point,
                  " ".join(f"-P {k}={v}" for k, v in params.items()))
-        submitted = mlflow.projects.run(
-            str(project_dir()), entry_point=entry_point,
-            parameters={k: str(v) for k, v in params.items()},
-            env_manager="local", experiment_id=self.experiment_id, synchronous=True,
-        )
+        try:
+            submitted = mlflow.projects.run(
+                str(project_dir()), entry_point=entry_point,
+                parameters={k: str(v) for k, v in params.items()},
+                env_manager="local", experiment_id=self.experiment_id, synchronous=True,
+            )
+        except mlflow.exceptions.ExecutionException as e:
+            # the step's own output (above) says why; the pipeline run is marked FAILED on the way out
+            raise StepFailed(f"step {name} (mlflow run . -e {entry_point}) failed: {e}; "
+                             "its output above says why") from None
         self.client.set_tag(submitted.run_id, TAG_STEP_KEY, key)
         if not reusable:  # steps that do not start a run of their own keep MLflow's random name otherwise
             self.client.update_run(submitted.run_id, name=name)
@@ -94,6 +115,7 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
             from emoexp.data.base import MissingDatasetError
 
             raise MissingDatasetError(path, name)
+    check_steps_can_start()
     params = {"data_root": data_root, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
               "use_audio": use_audio, "seed": seed, "sweep_trials": sweep_trials, "sweep_epochs": sweep_epochs,
               "force": force}

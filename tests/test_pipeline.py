@@ -66,3 +66,34 @@ def test_missing_demo_data_is_clear(tmp_path):
 
     with pytest.raises(DataError, match="emoexp data synth faced"):
         P.run_pipeline(data_root=str(tmp_path), pretrain_epochs=1, finetune_epochs=1, use_audio=False, seed=0)
+
+
+def test_steps_that_cannot_start_or_fail_end_in_one_line(tmp_path, monkeypatch):
+    """Both ways a step ends early (its command is not on PATH; its `mlflow run` fails) are one
+    line from `emoexp pipeline` that names the cause, not a traceback through mlflow.projects."""
+    from click.testing import CliRunner
+
+    from emoexp.cli import main
+
+    for name in ("faced", "eav"):
+        (tmp_path / name).mkdir()
+    args = ["pipeline", "--data-root", str(tmp_path), "--sweep-trials", "0"]
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and r.exception is not None and "Traceback" not in r.output
+    assert "steps run emoexp and mlflow from PATH" in r.output and "source .venv/bin/activate" in r.output
+
+    monkeypatch.setattr(P, "check_steps_can_start", lambda: None)
+
+    def failing_run(uri, entry_point, parameters, **kw):
+        raise mlflow.exceptions.ExecutionException("Run (ID 'abc') failed")
+
+    monkeypatch.setattr(mlflow.projects, "run", failing_run)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: step pretrain_faced (mlflow run . -e pretrain_faced) failed: Run (ID 'abc') failed; "
+        "its output above says why")
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("emoexp-pipeline").experiment_id])
+    assert [r.info.status for r in runs if r.info.run_name == "main"] == ["FAILED"]
