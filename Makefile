@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo-data: install
 	test -d $(DEMO)/faced || $(BIN)/emoexp data synth faced --out $(DEMO)/faced --subjects 6 --seed 0
-	test -d $(DEMO)/eav || $(BIN)/emoexp data synth eav --out $(DEMO)/eav --subjects 6 --seed 1 --set n_samples=5000
+	test -d $(DEMO)/eav || $(BIN)/emoexp data synth eav --out $(DEMO)/eav --seed 1
 
 demo: demo-data
 	$(BIN)/mlflow run . --env-manager local --experiment-name emoexp-demo -P data_root=$(DEMO)

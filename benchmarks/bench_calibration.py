@@ -49,8 +49,8 @@ class Case:
 # a case says otherwise (train_eeg_llm: its own small set, the default one takes an hour on CPU).
 CASES: dict[str, Case] = {
     "pretrain_faced": Case("pretrain_faced", "faced", train={"epochs": 6}),
-    "finetune_eav": Case("finetune_eav", "eav", train={"epochs": 8}),
-    "finetune_eav+audio": Case("finetune_eav", "eav", train={"epochs": 8, "use_audio": True}),
+    "finetune_eav": Case("finetune_eav", "eav", train={"epochs": 8, "lr": 0.001}),
+    "finetune_eav+audio": Case("finetune_eav", "eav", train={"epochs": 8, "lr": 0.001, "use_audio": True}),
     "train_face/fer2013": Case("train_face", "fer2013",
                                train={"dataset": "fer2013", "backbone": "small_cnn", "epochs": 8}),
     "train_face/affectnet": Case("train_face", "affectnet",

@@ -32,4 +32,4 @@ def faced_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def eav_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Read-only: tests that modify files copy it first."""
     return synth_eav(tmp_path_factory.mktemp("eav"), subjects=3, seed=1, trials=EAV_TRIALS,
-                     n_samples=EAV_SAMPLES)
+                     n_samples=EAV_SAMPLES, freq_jitter=0.0, topography=0.0)   # exact plants (test_synth)
