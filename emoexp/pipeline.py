@@ -36,6 +36,17 @@ def step_key(entry_point: str, params: dict[str, Any], code: str, data: str = ""
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def for_steps(path: str | Path) -> str:
+    """``path`` (relative to this shell's folder) as the steps must be given it: they run in the
+    project's folder (``mlflow run .``). Inside it, relative to it (the demo's records keep
+    ``data/demo/...``); elsewhere, absolute."""
+    full = Path(path).resolve()
+    try:
+        return str(full.relative_to(project_dir().resolve()))
+    except ValueError:
+        return str(full)
+
+
 class StepFailed(RuntimeError):
     """A step's `mlflow run` ended with an error (its own output says which)."""
 
@@ -116,6 +127,8 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
 
             raise MissingDatasetError(path, name)
     check_steps_can_start()
+    faced_fp, eav_fp = data_fingerprint(faced), data_fingerprint(eav)
+    faced, eav = for_steps(faced), for_steps(eav)
     params = {"data_root": data_root, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
               "use_audio": use_audio, "seed": seed, "sweep_trials": sweep_trials, "sweep_epochs": sweep_epochs,
               "force": force}
@@ -124,14 +137,13 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
         client = MlflowClient()
         exp_id = client.get_run(parent.run_id).info.experiment_id
         exp_name = client.get_experiment(exp_id).name
-        dashboards_dir = dashboards_dir or str(Path("dashboards") / _folder_name(exp_name))
+        dashboards_dir = for_steps(dashboards_dir or Path("dashboards") / _folder_name(exp_name))
         parent.log_params(params)
         steps = _Steps(exp_id, force)
         ids: dict[str, str] = {}
         ids["pretrain_faced"] = steps.run("pretrain_faced", "pretrain_faced", {
-            "data_dir": faced, "epochs": pretrain_epochs, "seed": seed}, data=data_fingerprint(faced))
+            "data_dir": faced, "epochs": pretrain_epochs, "seed": seed}, data=faced_fp)
         pretrained = f"runs:/{ids['pretrain_faced']}/{T.MODEL_NAME}"
-        eav_fp = data_fingerprint(eav)
         ids["finetune_eav"] = steps.run("finetune_eav", "finetune_eav", {
             "data_dir": eav, "epochs": finetune_epochs, "seed": seed, "use_audio": str(use_audio).lower(),
             "pretrained": pretrained}, data=eav_fp)
@@ -156,7 +168,7 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
     staging = _staging_line()
     if staging:
         print(staging)
-    print(f"Dashboards:     {Path(dashboards_dir).resolve() / 'index.html'}")
+    print(f"Dashboards:     {(project_dir() / dashboards_dir).resolve() / 'index.html'}")
     print(next_steps(ids, exp_name, data_root, use_audio))
     return {"parent": parent.run_id, **ids}
 

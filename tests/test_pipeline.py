@@ -97,3 +97,16 @@ def test_steps_that_cannot_start_or_fail_end_in_one_line(tmp_path, monkeypatch):
         "its output above says why")
     runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("emoexp-pipeline").experiment_id])
     assert [r.info.status for r in runs if r.info.run_name == "main"] == ["FAILED"]
+
+
+def test_paths_reach_the_steps_as_the_project_folder_sees_them(tmp_path, monkeypatch):
+    """The steps run in the project folder (`mlflow run .`), so a path given relative to another
+    folder would point elsewhere there: inside the project it stays relative (the demo's records
+    say data/demo/...), outside it becomes absolute."""
+    from emoexp.project import project_dir
+
+    monkeypatch.chdir(project_dir())
+    assert P.for_steps("data/demo/eav") == "data/demo/eav"
+    monkeypatch.chdir(tmp_path)
+    assert P.for_steps("data/eav") == str(tmp_path.resolve() / "data" / "eav")
+    assert P.for_steps(project_dir() / "dashboards" / "x") == "dashboards/x"
