@@ -349,7 +349,9 @@ def run_sweep(
                          T.TAG_SWEEP: T.SWEEP_PARENT})
         parent.log_params({"task": task_name, "n_trials": n_trials, "storage": _redact(storage),
                            "study_name": study_name, "pruner": pruner, T.PARAM_SWEEP_METRIC: metric,
-                           "space": str(space or default_space_path(task_name)), **({"folds": folds} if folds else {})})
+                           "space": str(space or ""), **({"folds": folds} if folds else {}),
+                           # the file the space came from, as for a task's resolved settings
+                           **({} if space else {f"{T.PARAM_RESOLVED_PREFIX}space": str(default_space_path(task_name))})})
 
         def objective(trial) -> float:
             nonlocal epochs_trained
