@@ -34,9 +34,9 @@ CASES: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
     "pretrain_faced": ("pretrain_faced", "faced", {}, {"epochs": 6}),
     "finetune_eav": ("finetune_eav", "eav", {"with_video": False}, {"epochs": 8, "lr": 0.001}),
     "finetune_eav+audio": ("finetune_eav", "eav", {"with_video": False}, {"epochs": 8, "lr": 0.001, "use_audio": True}),
-    "train_face/fer2013": ("train_face", "fer2013", {}, {"dataset": "fer2013", "backbone": "small_cnn", "epochs": 8}),
+    "train_face/fer2013": ("train_face", "fer2013", {}, {"dataset": "fer2013", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
     "train_face/affectnet": ("train_face", "affectnet", {},
-                             {"dataset": "affectnet", "backbone": "small_cnn", "epochs": 8}),
+                             {"dataset": "affectnet", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
     "train_speech": ("train_speech", "ravdess", {}, {"epochs": 8}),
 }
 FAST = {"train_classifier"}

@@ -68,7 +68,7 @@ def test_synth_registry(tmp_path):
     assert sorted(p.name for p in (out / "Processed_data").iterdir()) == ["sub000.pkl"]
     with pytest.raises(ValueError, match="known datasets: affectnet, deap, eav, face_video, faced, features, fer2013, posture, ravdess"):
         synth("nope", tmp_path / "x", subjects=1, seed=0)
-    with pytest.raises(ValueError, match="fer2013: unknown generator option.* bogus; known: classes, layout"):
+    with pytest.raises(ValueError, match="fer2013: unknown generator option.* bogus; known: classes, .*layout, .*n_per_class"):
         synth("fer2013", tmp_path / "x", bogus=1)
     with pytest.raises(ValueError, match="multiple of 10"):
         synth("eav", tmp_path / "e", subjects=1, seed=0, trials=15)
