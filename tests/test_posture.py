@@ -24,7 +24,8 @@ POSTURE = ["upright", "slouched", "open", "closed"]
 def posture_root(session_tmp) -> Path:
     from emoexp.data.synth_posture import synth_posture
 
-    return Path(synth_posture(session_tmp / "posture", subjects=4, seed=0,
+    # the plain plant (one way per posture, no sitting noise): the learning test trains a few epochs
+    return Path(synth_posture(session_tmp / "posture", subjects=4, seed=0, variety=0.0, pose_noise=0.0,
                               n_per_side={"train": 240, "val": 48, "test": 48}))
 
 
