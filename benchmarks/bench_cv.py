@@ -16,13 +16,14 @@ CPU time tracks the work and holds when a shared machine pauses or crowds the pr
 time; read the CPU figures first on a busy machine.
 
 **wilcoxon** -- the same ``emoexp sweep --folds loso`` study twice on a small synthetic FACED set
-(``--sweep-subjects``, default 8, one fold per subject; amplitude 5: hard enough for the learning rate to
-matter), once with ``pruner="wilcoxon"`` (``WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)``,
-per-fold values reported with ``trial.report(value, step=fold)``) and once with ``"none"``; the
-same TPE seed, trials, folds and epochs. Reported: folds and epochs trained, wall time, the best
-fold-mean ``best_val_macro_f1`` of each, and the saving ``1 - folds(wilcoxon) / folds(none)``. As
-in bench_pruning.py, every trial trains with the same seed, so trials with the same parameters in
-the two studies are the same cross-validation: each pruned trial is listed with what it reached
+(``--sweep-subjects``, default 6, one fold per subject; the generator's calibrated defaults, on
+which the default CNN learns over a few epochs and the learning rate decides how far), once with
+``pruner="wilcoxon"`` (``WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)``, per-fold values
+reported with ``trial.report(value, step=fold)``) and once with ``"none"``; the same TPE seed,
+trials, folds and epochs. Reported: folds and epochs trained, wall time, the best fold-mean
+``best_val_macro_f1`` of each, and the saving ``1 - folds(wilcoxon) / folds(none)``. As in
+bench_pruning.py, every trial trains with the same seed, so trials with the same parameters in the
+two studies are the same cross-validation: each pruned trial is listed with what it reached
 unpruned. Each study runs in its own MLflow experiment (folds are reused by identity within one).
 
 Torch runs with ``--threads`` threads (default 1: epoch counts, fold values and the pruning repeat
@@ -56,9 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--subjects", type=int, default=15, help="overhead: FACED-shaped subjects (default 15)")
     p.add_argument("--folds", default="kfold:5", help="overhead: the scheme (default kfold:5)")
     p.add_argument("--epochs", type=int, default=3, help="overhead: epochs per fold (default 3)")
-    p.add_argument("--sweep-subjects", type=int, default=8, help="wilcoxon: subjects = loso folds (default 8)")
-    p.add_argument("--trials", type=int, default=10, help="wilcoxon: trials per study (default 10)")
-    p.add_argument("--sweep-epochs", type=int, default=3, help="wilcoxon: epochs per fold (default 3)")
+    p.add_argument("--sweep-subjects", type=int, default=6, help="wilcoxon: subjects = loso folds (default 6)")
+    p.add_argument("--trials", type=int, default=6, help="wilcoxon: trials per study (default 6)")
+    p.add_argument("--sweep-epochs", type=int, default=5, help="wilcoxon: epochs per fold (default 5)")
     p.add_argument("--sweep-seed", type=int, default=0, help="wilcoxon: TPE seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--wait-load", type=float, default=0.0,
@@ -167,12 +168,11 @@ def run_wilcoxon(args, tmp: Path) -> dict:
     from emoexp.data.synth import synth_faced
     from emoexp.sweeps import run_sweep
 
-    root = synth_faced(tmp / "faced-sweep", subjects=args.sweep_subjects, seed=0, n_samples=1500,
-                       amplitude=5.0) / "Processed_data"
+    root = synth_faced(tmp / "faced-sweep", subjects=args.sweep_subjects, seed=0) / "Processed_data"
     space = tmp / "space.yaml"
     space.write_text(SPACE)
     storage = f"sqlite:///{tmp / 'optuna.db'}"
-    base = {"data_dir": str(root), "epochs": args.sweep_epochs, "window_size": 256, "stride": 128,
+    base = {"data_dir": str(root), "epochs": args.sweep_epochs,
             "log_model": False, "checkpoint_every": 0, "patience": 0}
     run_sweep("pretrain_faced", {**base, "epochs": 1, "max_subjects": 3}, n_trials=1, storage=storage,
               study_name="bench-cv-warmup", space=str(space), pruner="none", folds="loso",
