@@ -57,7 +57,7 @@ CASES: dict[str, Case] = {
                                  train={"dataset": "affectnet", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
     "train_face/densenet121": Case("train_face", "fer2013",
                                    train={"dataset": "fer2013", "backbone": "densenet121", "epochs": 8}, slow=True),
-    "train_speech": Case("train_speech", "ravdess", train={"epochs": 8}),
+    "train_speech": Case("train_speech", "ravdess", train={"epochs": 8, "lr": 0.001, "augment": False}),
     "train_posture": Case("train_posture", "posture", train={"epochs": 8}),
     "train_classifier": Case("train_classifier", "features", train={"epochs": 8}),
     "train_eeg_llm": Case("train_eeg_llm", "deap", synth={"subjects": 6, "trials": 20, "seconds": 10},

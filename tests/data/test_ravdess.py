@@ -44,9 +44,10 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def kaggle_tree(tmp_path_factory) -> Path:
-    """Read-only: 4 actors x 60 files, written twice as in the Kaggle mirror."""
+    """Read-only: 4 actors x 60 files, written twice as in the Kaggle mirror; evenly acted, at one
+    level and through one microphone (the plain plant: its levels and learnability are asserted)."""
     return synth_ravdess(tmp_path_factory.mktemp("ravdess"), subjects=ACTORS, seed=0,
-                         kaggle_duplicate=True)
+                         kaggle_duplicate=True, acting=0.0, level_db_std=1.0, channel=0.0)
 
 
 @pytest.fixture(scope="module")
