@@ -343,19 +343,47 @@ def mlflow_run(
     try:
         yield tracker
     except KeyboardInterrupt:
-        heartbeat.stop()
-        _end_with_error(tracker, "KILLED")
+        with _sigterm_waits():
+            heartbeat.stop()
+            _end_with_error(tracker, "KILLED")
         raise
     except BaseException:
-        heartbeat.stop()
-        _end_with_error(tracker, "FAILED")
+        with _sigterm_waits():
+            heartbeat.stop()
+            _end_with_error(tracker, "FAILED")
         raise
     else:
-        heartbeat.stop()
-        from emoexp import faults
+        with _sigterm_waits():
+            heartbeat.stop()
+            from emoexp import faults
 
-        faults.point("before_status")
-        mlflow.end_run("FINISHED")
+            faults.point("before_status")
+            mlflow.end_run("FINISHED")
+
+
+@contextlib.contextmanager
+def _sigterm_waits() -> Iterator[None]:
+    """A SIGTERM that arrives while a run's final status is written waits until it is written.
+
+    torchrun SIGTERMs the surviving ranks when one dies, often just as rank 0 is ending its run
+    FAILED on the collective's error; raised there (:func:`emoexp.distributed.fail_on_sigterm`),
+    it would leave the run RUNNING. The signal is held and delivered to the previous handler
+    afterwards. Python runs signal handlers in the main thread only, so that is where it applies.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if held:
+            signal.raise_signal(signal.SIGTERM)
 
 
 def heartbeat_interval() -> float:

@@ -95,4 +95,4 @@ def test_a_dead_rank_fails_the_run_and_the_others_exit(features):
     res = _cli(_args(features, "ddp-dead", "--nproc", "2"), {engine.FAULT_ENV: "1", engine.FAULT_RANK_ENV: "1"})
     assert res.returncode != 0
     (run,) = _runs("ddp-dead")
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED", res.stderr[-4000:]

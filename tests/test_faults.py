@@ -553,3 +553,31 @@ def test_one_actor_ravdess_hint_names_a_split_train_speech_accepts(tmp_path):
     assert res.exit_code == 1 and "needs at least 2 subjects" in res.output, res.output
     assert "split=trial" not in res.output and "split=random" in res.output
     assert "random" in get_task("train_speech").config_cls.CHOICES["split"]
+
+
+@pytest.mark.parametrize("body_fails", [True, False])
+def test_a_sigterm_while_the_status_is_written_waits_for_it(monkeypatch, body_fails):
+    """torchrun SIGTERMs rank 0 when another rank dies, often while rank 0 is already ending its run
+    FAILED on the collective's error (or FINISHED). The run still gets its status, and the signal
+    reaches the rank's handler afterwards (here: fail_on_sigterm's RankLost)."""
+    from emoexp.distributed import Dist, RankLost, fail_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    fail_on_sigterm(Dist(rank=0, world=2))
+    real_end_run = mlflow.end_run
+
+    def end_run_under_sigterm(status="FINISHED"):
+        os.kill(os.getpid(), signal.SIGTERM)     # torchrun's SIGTERM, just as the status is written
+        time.sleep(0.05)
+        real_end_run(status)
+
+    monkeypatch.setattr(mlflow, "end_run", end_run_under_sigterm)
+    try:
+        with pytest.raises(RankLost):
+            with T.mlflow_run(experiment_name="sigterm-at-end", run_name="r") as tracker:
+                run_id = tracker.run_id
+                if body_fails:
+                    raise RuntimeError("Connection closed by peer")   # gloo, when a rank dies
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert MlflowClient().get_run(run_id).info.status == ("FAILED" if body_fails else "FINISHED")
