@@ -59,6 +59,8 @@ def _train_args(features: Path, experiment: str, epochs: int, *extra: str) -> li
             "--batch-size", "32", "--log-model", "false", "--experiment-name", experiment, *extra]
 
 
+@pytest.mark.slow(reason="35 s: torchrun against the HTTP server; the fast suite keeps two ranks logging one run "
+                  "(tests/test_ddp.py) and training on the server (the sweep-worker test below)")
 def test_two_ranks_log_one_run_on_the_server(on_server, features_data):
     res = subprocess.run([sys.executable, "-m", "emoexp", *_train_args(features_data, "so-ddp", 1, "--nproc", "2")],
                          env=_env(), capture_output=True, text=True, timeout=400)
