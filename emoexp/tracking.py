@@ -340,25 +340,27 @@ def mlflow_run(
     heartbeat = Heartbeat(run.info.run_id)
     tracker.set_tags({**code, **heartbeat.tags()})
     heartbeat.start()
-    try:
-        yield tracker
-    except KeyboardInterrupt:
+    def end(status: str) -> None:
+        """Write the run's final status (inside an ``except``: with the traceback)."""
         with _sigterm_waits():
             heartbeat.stop()
-            _end_with_error(tracker, "KILLED")
-        raise
-    except BaseException:
-        with _sigterm_waits():
-            heartbeat.stop()
-            _end_with_error(tracker, "FAILED")
-        raise
-    else:
-        with _sigterm_waits():
-            heartbeat.stop()
+            if status != "FINISHED":
+                _end_with_error(tracker, status)
+                return
             from emoexp import faults
 
             faults.point("before_status")
             mlflow.end_run("FINISHED")
+
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        end("KILLED")
+        raise
+    except BaseException:
+        end("FAILED")
+        raise
+    end("FINISHED")
 
 
 @contextlib.contextmanager
