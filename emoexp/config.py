@@ -67,6 +67,10 @@ class TrainConfig:
     # Keys that define the network and its input: on a branch resume they come back from the
     # checkpoint (a checkpoint rebuilds its model alone); everything else stays overridable.
     ARCH_KEYS: ClassVar[tuple[str, ...]] = ()
+    # For a key added after checkpoints were saved without it: the value that gives the network
+    # those checkpoints were trained with (its behaviour before the key existed). A checkpoint's
+    # config is read through saved_config(), never as new defaults plus what it saved.
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {}
     # Allowed values per key: a tuple, or a function returning one (read at validation, so a
     # registry behind it loads only when a config is checked, never for `emoexp --help`).
     # A subclass lists its own keys; those of its bases still apply (see choices()).
@@ -149,6 +153,14 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     validate(new)
     object.__setattr__(new, "_given", given_keys(cfg) | frozenset(changes))
     return new
+
+
+def saved_config(default: Any, saved: dict[str, Any]) -> Any:
+    """The config a checkpoint was trained with: ``default`` (a task's default config) with the
+    checkpoint's ``saved`` values, and the class's ``SAVED_BEFORE`` values for keys the
+    checkpoint predates, so an old checkpoint rebuilds its own network, not today's default."""
+    older = {k: v for k, v in type(default).SAVED_BEFORE.items() if k not in saved}
+    return apply_overrides(default, {**older, **saved})
 
 
 def given_keys(cfg: Any) -> frozenset[str]:

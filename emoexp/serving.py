@@ -57,11 +57,11 @@ class EmoexpModel(mlflow.pyfunc.PythonModel):
     def _from_state(self, st: dict) -> None:
         import torch
 
-        from emoexp.config import apply_overrides
+        from emoexp.config import saved_config
         from emoexp.tasks import get_task
 
         self.task = get_task(st["task"])
-        self.cfg = apply_overrides(self.task.default_config(), st["config"])
+        self.cfg = saved_config(self.task.default_config(), st["config"])
         self.info = st["info"]
         self.model = self.task.build_model(self.cfg, self.info)
         self.model.load_state_dict(st["model"])

@@ -344,3 +344,53 @@ def test_split_forward_matches_transformers(train: bool) -> None:
     if train:  # and the masking did happen: eval-mode states differ
         with torch.no_grad():
             assert not torch.allclose(states[0], net.eval().encode_wav2vec2(x))
+
+
+def test_a_checkpoint_saved_before_spec_encoder_rebuilds_its_own_network(monkeypatch) -> None:
+    """Checkpoints from before ``spec_encoder`` hold the 2-D CNN branch and a config without the
+    key: read through saved_config they rebuild the CNN, not today's default (TDNN); a resume may
+    restate the saved value but not change it (an architecture key)."""
+    from emoexp import engine
+    from emoexp.config import apply_overrides, saved_config
+    from emoexp.tasks import get_task
+
+    task = get_task("train_speech")
+    old_cfg = apply_overrides(task.default_config(), {"spec_encoder": "cnn", "n_mels": 16, "context_layers": 1})
+    info = {"heads": {"emotion": ["a", "b", "c"]}, "wav2vec2": wav2vec2_config(), "sample_rate": SR}
+    old = task.build_model(old_cfg, info)
+    saved = {k: v for k, v in old_cfg.to_dict().items() if k != "spec_encoder"}
+
+    fresh = apply_overrides(task.default_config(), saved)           # the naive reading: today's default
+    assert fresh.spec_encoder == "tdnn"
+    with pytest.raises(RuntimeError, match="spec"):
+        task.build_model(fresh, info).load_state_dict(old.state_dict(), strict=True)
+
+    cfg = saved_config(task.default_config(), saved)
+    assert cfg.spec_encoder == "cnn"
+    task.build_model(cfg, info).load_state_dict(old.state_dict(), strict=True)
+    state = {"config": saved}
+    assert engine._config_from_state(task, state, {"spec_encoder": "cnn"}).spec_encoder == "cnn"
+    with pytest.raises(ValueError, match="cannot change architecture keys on resume: spec_encoder"):
+        engine._config_from_state(task, state, {"spec_encoder": "tdnn"})
+
+
+def test_saved_before_values_are_valid_architecture_settings() -> None:
+    from emoexp.config import apply_overrides
+    from emoexp.tasks import get_task, list_tasks
+
+    for task in map(get_task, list_tasks()):
+        cls = task.config_cls
+        for key, value in cls.SAVED_BEFORE.items():
+            assert key in cls.ARCH_KEYS, (task.name, key)
+            apply_overrides(task.default_config(), {key: value})      # a known key, an allowed value
+
+
+@pytest.mark.parametrize("encoder", ["tdnn", "cnn"])
+def test_both_spectrogram_encoders_give_one_vector_per_clip(encoder: str) -> None:
+    net = _net(spec_encoder=encoder, n_mels=16, context_layers=1, pool_heads=2).eval()
+    with torch.no_grad():
+        a = net.spec(torch.randn(3, SR // 2))
+        b = net.spec(torch.randn(1, SR))          # another length, one clip
+    assert a.shape == (3, 32) and b.shape == (1, 32)
+    with pytest.raises(ValueError, match="spectrogram encoder must be one of tdnn, cnn"):
+        _net(spec_encoder="lstm")

@@ -79,7 +79,7 @@ def evaluate_model(
     import torch
 
     from emoexp.checkpoints import load_from_uri
-    from emoexp.config import apply_overrides
+    from emoexp.config import apply_overrides, saved_config
     from emoexp.engine import evaluate_split
     from emoexp.evaluation import plot_curves, report_files
     from emoexp.tasks import get_task
@@ -88,7 +88,7 @@ def evaluate_model(
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     st = load_from_uri(model_uri)
     task = get_task(st["task"])
-    cfg = apply_overrides(task.default_config(), st["config"])
+    cfg = saved_config(task.default_config(), st["config"])
     info = st["info"]
     changes: dict[str, Any] = {"data_dir": str(data_dir), **(overrides or {})}
     changes.update(task.evaluation_overrides(cfg, info, changes))

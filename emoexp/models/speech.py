@@ -147,23 +147,54 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class SpectrogramBranch(nn.Module):
-    """Log-mel spectrogram (n_fft 400 = 25 ms, hop 160 = 10 ms), standardised per utterance, a
-    three-block 2D CNN and global average pooling: (B, n) -> (B, out_dim)."""
+def _tdnn_block(c_in: int, c_out: int, kernel: int, dilation: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(c_in, c_out, kernel, dilation=dilation, padding=dilation * (kernel // 2)),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(c_out),
+    )
 
-    def __init__(self, out_dim: int, n_mels: int = 64, sample_rate: int = 16000, width: int = 16):
+
+SPEC_ENCODERS = ("tdnn", "cnn")
+
+
+class SpectrogramBranch(nn.Module):
+    """Log-mel spectrogram (n_fft 400 = 25 ms, hop 160 = 10 ms), standardised per utterance, then
+    one of two encoders: (B, n) -> (B, out_dim).
+
+    * ``tdnn`` (default): three 1-D convolutions over time with the mel bands as input channels
+      (kernels 5, 3, 3; dilations 1, 2, 3; ``4 * width`` channels), then the mean and standard
+      deviation of each channel over time (statistics pooling, as in x-vector speaker and emotion
+      embeddings). Where energy sits in frequency (spectral tilt, formants) stays visible.
+    * ``cnn``: a three-block 2-D CNN and global average pooling over frequency and time. The
+      pooling keeps *what* local patterns occur but not at which frequency; checkpoints saved
+      before ``spec_encoder`` existed use it.
+    """
+
+    def __init__(self, out_dim: int, n_mels: int = 64, sample_rate: int = 16000, width: int = 16,
+                 encoder: str = "tdnn"):
         super().__init__()
         import torchaudio.transforms as T
 
+        if encoder not in SPEC_ENCODERS:
+            raise ValueError(f"spectrogram encoder must be one of {', '.join(SPEC_ENCODERS)}, not {encoder!r}")
+        self.encoder = encoder
         self.mel = T.MelSpectrogram(
             sample_rate=sample_rate, n_fft=400, hop_length=160, n_mels=n_mels
         )
         self.to_db = T.AmplitudeToDB(stype="power", top_db=80.0)
-        self.cnn = nn.Sequential(
-            _conv_block(1, width), _conv_block(width, 2 * width), _conv_block(2 * width, 4 * width)
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.proj = nn.Linear(4 * width, out_dim)
+        ch = 4 * width
+        if encoder == "tdnn":
+            self.cnn = nn.Sequential(
+                _tdnn_block(n_mels, 2 * ch, 5, 1), _tdnn_block(2 * ch, 2 * ch, 3, 2), _tdnn_block(2 * ch, 2 * ch, 3, 3)
+            )
+            self.proj = nn.Linear(4 * ch, out_dim)   # mean and std of 2 * ch channels
+        else:
+            self.cnn = nn.Sequential(
+                _conv_block(1, width), _conv_block(width, 2 * width), _conv_block(2 * width, ch)
+            )
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.proj = nn.Linear(ch, out_dim)
 
     def forward(self, wave: Tensor) -> Tensor:
         # The channel axis goes in *before* AmplitudeToDB: its top_db clamp takes the max over the
@@ -173,6 +204,9 @@ class SpectrogramBranch(nn.Module):
         mean = spec.mean(dim=(2, 3), keepdim=True)
         std = spec.std(dim=(2, 3), keepdim=True)
         spec = (spec - mean) / (std + 1e-5)
+        if self.encoder == "tdnn":
+            h = self.cnn(spec.squeeze(1))  # (B, n_mels, T) -> (B, 2 * ch, T)
+            return self.proj(torch.cat([h.mean(dim=2), h.std(dim=2)], dim=1))
         h = self.pool(self.cnn(spec)).flatten(1)  # (B, 4w, M/8, T/8) -> (B, 4w)
         return self.proj(h)
 
@@ -210,7 +244,7 @@ class SpeechNet(nn.Module):
     Branch 1: per-utterance normalised waveform -> wav2vec2 (built from the ``wav2vec2`` config
     dict, random weights until :func:`load_wav2vec2_weights`) -> ``context_layers`` transformer
     layers -> attention pooling with ``pool_heads`` queries -> (B, hidden). Branch 2 (if
-    ``spec_branch``): :class:`SpectrogramBranch` -> (B, hidden). The concatenation, of width
+    ``spec_branch``): :class:`SpectrogramBranch` with ``spec_encoder`` -> (B, hidden). The concatenation, of width
     :attr:`latent_dim`, feeds one :class:`ClassifierHead` (one hidden layer of ``hidden``) per head.
 
     ``freeze_feature_extractor`` freezes wav2vec2's convolutional feature encoder (as the seed
@@ -235,6 +269,7 @@ class SpeechNet(nn.Module):
         context_heads: int = 4,
         pool_heads: int = 4,
         spec_branch: bool = True,
+        spec_encoder: str = "tdnn",
         n_mels: int = 64,
         sample_rate: int = 16000,
         hidden: int = 256,
@@ -272,7 +307,7 @@ class SpeechNet(nn.Module):
             self.context = nn.Identity()
         self.pool = AttentionPooling(d_model, pool_heads, hidden)
         self.spec = (
-            SpectrogramBranch(hidden, n_mels=n_mels, sample_rate=sample_rate)
+            SpectrogramBranch(hidden, n_mels=n_mels, sample_rate=sample_rate, encoder=spec_encoder)
             if spec_branch
             else None
         )

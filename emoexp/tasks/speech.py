@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 GENDERS = ["male", "female"]  # RAVDESS: odd actors male, even female
 
 
+def _spec_encoders() -> tuple[str, ...]:
+    from emoexp.models.speech import SPEC_ENCODERS
+
+    return SPEC_ENCODERS
+
+
 @dataclass
 class SpeechConfig(TrainConfig):
     """Seed 002: RAVDESS speech emotion with a wav2vec2 + spectrogram dual-branch model."""
@@ -37,7 +43,8 @@ class SpeechConfig(TrainConfig):
     freeze_feature_extractor: bool = opt(True, "seed 002: keep wav2vec2's convolutional feature encoder fixed (stability)")
     context_layers: int = opt(2, "transformer layers over the wav2vec2 frames (seed 002's context layers)")
     pool_heads: int = opt(4, "attention-pooling heads (learned queries over time)")
-    spec_branch: bool = opt(True, "seed 002's second branch: log-mel spectrogram CNN, fused with wav2vec2")
+    spec_branch: bool = opt(True, "seed 002's second branch: a log-mel spectrogram encoder, fused with wav2vec2")
+    spec_encoder: str = opt("tdnn", "the spectrogram branch's encoder. tdnn: 1-D convolutions over time, mel bands as channels, mean+std pooling over time (keeps where energy sits in frequency) | cnn: 2-D CNN with global average pooling (checkpoints before this option)")
     n_mels: int = opt(64, "mel bands of the spectrogram branch")
     dropout: float = opt(0.3, "dropout in the heads")
     gender_loss_weight: float = opt(0.3, "loss weight of the auxiliary gender head (seed 002; RAVDESS actor parity); 0 = no gender head")
@@ -52,13 +59,15 @@ class SpeechConfig(TrainConfig):
     cache_dir: str = opt("", "where decoded clips are cached; empty: $EMOEXP_CACHE_DIR or ~/.cache/emoexp")
 
     ARCH_KEYS: ClassVar[tuple[str, ...]] = (
-        "dataset", "emotion_subset", "context_layers", "pool_heads", "spec_branch", "n_mels", "dropout",
+        "dataset", "emotion_subset", "context_layers", "pool_heads", "spec_branch", "spec_encoder", "n_mels", "dropout",
         "gender_loss_weight", "sample_rate", "clip_seconds",
     )
     CHOICES: ClassVar[dict[str, Any]] = {
         "dataset": dataset_choices("speech"), "emotion_subset": ("basic4", "basic6", "all"),
         "vocal_channel": ("speech", "song", "both"), "split": ("subject", "random"),
+        "spec_encoder": _spec_encoders,
     }
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"spec_encoder": "cnn"}
 
     def __post_init__(self) -> None:
         if self.clip_seconds < 0.5:
@@ -198,7 +207,7 @@ class TrainSpeech(Task):
         net = create_model(
             "speech_net", heads={h: len(c) for h, c in info["heads"].items()}, wav2vec2=info["wav2vec2"],
             freeze_feature_extractor=cfg.freeze_feature_extractor, context_layers=cfg.context_layers,
-            pool_heads=cfg.pool_heads, spec_branch=cfg.spec_branch, n_mels=cfg.n_mels,
+            pool_heads=cfg.pool_heads, spec_branch=cfg.spec_branch, spec_encoder=cfg.spec_encoder, n_mels=cfg.n_mels,
             sample_rate=int(info["sample_rate"]), dropout=cfg.dropout,
         )
         net.cache_features = bool(cfg.cache_features and cfg.freeze_feature_extractor)
