@@ -33,6 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, table, write_result  # noqa: E402
 
+from emoexp.smoke import SMOKE  # noqa: E402
+
 BASELINE_RANGE = (0.45, 0.75)
 
 
@@ -45,24 +47,10 @@ class Case:
     slow: bool = False                             # only with --all (minutes per epoch on CPU)
 
 
-# The smoke settings of the README, per case. The generators run at their defaults except where
-# a case says otherwise (train_eeg_llm: its own small set, the default one takes an hour on CPU).
-CASES: dict[str, Case] = {
-    "pretrain_faced": Case("pretrain_faced", "faced", train={"epochs": 6}),
-    "finetune_eav": Case("finetune_eav", "eav", train={"epochs": 8, "lr": 0.001}),
-    "finetune_eav+audio": Case("finetune_eav", "eav", train={"epochs": 8, "lr": 0.001, "use_audio": True}),
-    "train_face/fer2013": Case("train_face", "fer2013",
-                               train={"dataset": "fer2013", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
-    "train_face/affectnet": Case("train_face", "affectnet",
-                                 train={"dataset": "affectnet", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
-    "train_face/densenet121": Case("train_face", "fer2013",
-                                   train={"dataset": "fer2013", "backbone": "densenet121", "epochs": 8}, slow=True),
-    "train_speech": Case("train_speech", "ravdess", train={"epochs": 8, "lr": 0.001, "augment": False}),
-    "train_posture": Case("train_posture", "posture", train={"epochs": 8}),
-    "train_classifier": Case("train_classifier", "features", train={"epochs": 8}),
-    "train_eeg_llm": Case("train_eeg_llm", "deap", synth={"subjects": 6, "trials": 20, "seconds": 10},
-                          train={"epochs": 2, "freeze_epochs": 2}),
-}
+# The cases: emoexp.smoke's, the slow ones (minutes per epoch on CPU) only with --all.
+SLOW = {"train_face/densenet121"}
+CASES: dict[str, Case] = {name: Case(c.task, c.dataset, dict(c.synth), dict(c.settings), name in SLOW)
+                          for name, c in SMOKE.items()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

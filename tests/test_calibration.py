@@ -9,7 +9,6 @@ The cheap models run in the fast suite; the others take minutes on CPU and are m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from emoexp import engine
 from emoexp.baselines import fit_baseline
 from emoexp.config import apply_overrides
 from emoexp.data.registry import synthesize
+from emoexp.smoke import SMOKE
 from emoexp.tasks import get_task
 
 # deep best validation macro-F1 >= baseline validation macro-F1 - MARGIN: one validation split of a
@@ -27,22 +27,11 @@ RISE = 0.1
 
 SLOW = pytest.mark.slow(reason="minutes on CPU: a default-sized synthetic set at the smoke epochs")
 
-# name: (task, dataset, generator options over its defaults, smoke setting)
-CASES: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
-    "train_classifier": ("train_classifier", "features", {}, {"epochs": 8}),
-    "train_posture": ("train_posture", "posture", {}, {"epochs": 8}),
-    "pretrain_faced": ("pretrain_faced", "faced", {}, {"epochs": 6}),
-    "finetune_eav": ("finetune_eav", "eav", {"with_video": False}, {"epochs": 8, "lr": 0.001}),
-    "finetune_eav+audio": ("finetune_eav", "eav", {"with_video": False}, {"epochs": 8, "lr": 0.001, "use_audio": True}),
-    "train_face/fer2013": ("train_face", "fer2013", {}, {"dataset": "fer2013", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
-    "train_face/affectnet": ("train_face", "affectnet", {},
-                             {"dataset": "affectnet", "backbone": "small_cnn", "epochs": 8, "lr": 0.001}),
-    "train_speech": ("train_speech", "ravdess", {}, {"epochs": 8, "lr": 0.001, "augment": False}),
-}
-# Not calibrated yet: the random-init wav2vec2 + log-mel model climbs 0.21 -> 0.48 in 8 epochs
-# against the MFCC baseline's 0.72 (benchmarks/README.md, "Calibration"). strict: when it passes,
-# the mark must go.
-NOT_YET = {"train_speech": "deep 0.48 after 8 epochs, still rising, vs the MFCC baseline's 0.72"}
+# emoexp.smoke's cases but two: densenet121 takes most of an hour on CPU, and train_eeg_llm's
+# deep model stays below its baseline at the smoke setting (benchmarks/README.md, "Calibration").
+CASES = [name for name in SMOKE if name not in ("train_face/densenet121", "train_eeg_llm")]
+# generator options that only save time here: the EAV videos are not read without use_video
+SYNTH = {"finetune_eav": {"with_video": False}, "finetune_eav+audio": {"with_video": False}}
 FAST = {"train_classifier"}
 
 
@@ -52,19 +41,17 @@ def calibrated_root(tmp_path_factory) -> Path:
 
 
 def _marks(name: str) -> tuple:
-    marks = () if name in FAST else (SLOW,)
-    if name in NOT_YET:
-        marks += (pytest.mark.xfail(reason=NOT_YET[name], strict=True),)
-    return marks
+    return () if name in FAST else (SLOW,)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in CASES])
 def test_deep_model_matches_the_baseline_on_the_calibrated_set(name: str, calibrated_root: Path):
-    task_name, dataset, synth_options, smoke = CASES[name]
-    data_dir = synthesize(dataset, calibrated_root / name.replace("/", "-"), seed=0, **synth_options)
-    task = get_task(task_name)
+    case = SMOKE[name]
+    data_dir = synthesize(case.dataset, calibrated_root / name.replace("/", "-"), seed=0,
+                          **{**case.synth, **SYNTH.get(name, {})})
+    task = get_task(case.task)
     cfg = task.prepare(apply_overrides(task.default_config(), {
-        "data_dir": str(data_dir), "device": "cpu", "log_model": False, "checkpoint_every": 0, **smoke}))
+        "data_dir": str(data_dir), "device": "cpu", "log_model": False, "checkpoint_every": 0, **case.settings}))
     data = task.build_data(cfg)
     base = fit_baseline(task, cfg, data)
     result = engine.fit(task, cfg, track=False, data=data)

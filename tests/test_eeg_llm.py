@@ -30,7 +30,7 @@ FAST = {"window_size": 64, "overlap": 0, "downsample": 8, "batch_size": 16, "lr"
 
 @pytest.fixture(scope="session")
 def deap_root(session_tmp) -> Path:
-    return synth_deap(session_tmp / "deap", subjects=6, seed=0, trials=10, seconds=6)
+    return synth_deap(session_tmp / "deap", subjects=6, seed=0, trials=10, seconds=6, amplitude=12.0)  # the plain plant
 
 
 def _cfg(deap_root, **over):

@@ -28,7 +28,7 @@ def ravdess_root(session_tmp) -> Path:
 
     # the plain plant (evenly acted, one level, one microphone): the learning test trains a few epochs
     return Path(synth_ravdess(session_tmp / "ravdess", subjects=6, seed=0, acting=0.0, level_db_std=1.0,
-                              channel=0.0))
+                              channel=0.0, room_snr_db=0.0))
 
 
 def _cfg(data_dir, **kw):

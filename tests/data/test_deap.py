@@ -34,7 +34,8 @@ SECONDS = 6
 
 @pytest.fixture(scope="module")
 def deap_dir(tmp_path_factory) -> Path:
-    return synth_deap(tmp_path_factory.mktemp("deap"), subjects=4, seed=0, trials=12, seconds=SECONDS)
+    return synth_deap(tmp_path_factory.mktemp("deap"), subjects=4, seed=0, trials=12, seconds=SECONDS,
+                      amplitude=12.0)  # the plain plant: its levels are asserted
 
 
 def test_synthetic_files_have_deaps_format(deap_dir):

@@ -47,7 +47,8 @@ def kaggle_tree(tmp_path_factory) -> Path:
     """Read-only: 4 actors x 60 files, written twice as in the Kaggle mirror; evenly acted, at one
     level and through one microphone (the plain plant: its levels and learnability are asserted)."""
     return synth_ravdess(tmp_path_factory.mktemp("ravdess"), subjects=ACTORS, seed=0,
-                         kaggle_duplicate=True, acting=0.0, level_db_std=1.0, channel=0.0)
+                         kaggle_duplicate=True, acting=0.0, level_db_std=1.0, channel=0.0,
+                         room_snr_db=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,26 @@ def test_synth_is_deterministic(tmp_path, small_tree):
     name = "Actor_01/03-01-03-02-01-01-01.wav"
     assert (again / name).read_bytes() == (small_tree / name).read_bytes()
     assert (other / name).read_bytes() != (small_tree / name).read_bytes()
+
+
+@pytest.mark.parametrize("snr", [3.0, 20.0])
+def test_room_noise_sits_at_the_drawn_snr_and_changes_nothing_else(tmp_path, snr):
+    kw = dict(subjects=1, seed=5, statements=1, repetitions=1, sample_rate=16000, fllr=False)
+    clean = synth_ravdess(tmp_path / "clean", room_snr_db=0.0, **kw)
+    noisy = synth_ravdess(tmp_path / "noisy", room_snr_db=snr, **kw)
+    snrs = []
+    for f in sorted((clean / "Actor_01").glob("*.wav")):
+        x, _ = sf.read(f, dtype="float64")
+        y, _ = sf.read(noisy / "Actor_01" / f.name, dtype="float64")
+        assert len(x) == len(y)                                # same take, same silences
+        loud = np.flatnonzero(np.abs(x) > 1e-3)
+        speech = np.mean(x[loud[0]:loud[-1] + 1] ** 2)         # the utterance, gaps included
+        lead = 8000                                            # the first 0.5 s: silence in every take
+        assert np.mean(x[:lead] ** 2) < 1e-6                   # clean: only the preamp floor (-66 dBFS)
+        snrs.append(10 * np.log10(speech / np.mean((y[:lead] - x[:lead]) ** 2)))
+    # each take at its own SNR in [snr, snr + 20] dB (a 0.5-s estimate: 1.5 dB of slack)
+    assert min(snrs) > snr - 1.5 and max(snrs) < snr + 21.5
+    assert np.ptp(snrs) > 5
 
 
 # ------------------------------------------------------------------------------------------------
