@@ -30,6 +30,16 @@ for _k, _v in QUIET_DEFAULTS.items():
     _os.environ.setdefault(_k, _v)
 
 
+# Nothing emoexp runs downloads: pretrained weights are local directories. Some libraries still
+# reach for the Hugging Face Hub on their own: bitsandbytes (imported by peft) asks it for a CPU
+# kernel, with a publisher trust check first, on CPUs with AVX512-BF16. Offline mode, where the
+# user set none, keeps those lookups to the local cache. Read by huggingface_hub when it is first
+# imported, so it is set here, before any of them.
+OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
+for _k, _v in OFFLINE_DEFAULTS.items():
+    _os.environ.setdefault(_k, _v)
+
+
 def survived_outage_s(max_retries: int | None = None, backoff_factor: int | None = None) -> float:
     """Seconds of server outage the client's retries span (backoff sleeps, jitter left out)."""
     n = int(_os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] if max_retries is None else max_retries)

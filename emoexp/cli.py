@@ -35,6 +35,10 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("alembic", "mlflow.store", "urllib3", "matplotlib", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Hub lookups that emoexp keeps offline (emoexp.OFFLINE_DEFAULTS) fail as expected: bitsandbytes'
+    # optional CPU kernel from the Hub, on every peft import on AVX512-BF16 CPUs.
+    for offline in ("kernels", "bitsandbytes.backends.cpu.ops"):
+        logging.getLogger(offline).setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 class _Real(click.FloatRange):

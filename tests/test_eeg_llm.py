@@ -287,3 +287,20 @@ def test_mlflow_run_entry_point(deap_root, mlflow_cli_env, tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("train_eeg_llm")
     assert run.data.params["window_size"] == "128" and run.data.params["downsample"] == "4"
     assert "val_joint_accuracy" in run.data.metrics and "test_joint_accuracy" in run.data.metrics
+
+
+@pytest.mark.parametrize("given", [None, "0"])
+def test_emoexp_keeps_the_hugging_face_hub_offline_unless_told(given):
+    """peft imports bitsandbytes, which asks the Hub for a CPU kernel (after a publisher trust check)
+    on CPUs with AVX512-BF16; emoexp downloads nothing, so huggingface_hub is offline by default."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    if given is not None:
+        env["HF_HUB_OFFLINE"] = given
+    code = "import emoexp, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == (["True"] if given is None else ["False"])
