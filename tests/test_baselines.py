@@ -122,3 +122,33 @@ def test_cli_baseline_command(features_dir):
     assert "train_classifier baseline: run" in res.output and "test_macro_f1" in res.output
     res = CliRunner().invoke(main, ["baseline", "train_face", "--help"])
     assert res.exit_code == 0 and "--baseline-features" in res.output
+
+
+def test_the_bands_encoder_and_the_baseline_measure_the_same_band_power():
+    """Band power is computed twice: by the baseline (Welch, numpy/scipy) and inside the `bands`
+    encoder (one Hann periodogram, torch). On windows with a tone in one band over 1/f-ish noise,
+    both must see the same bands rise and fall (a band-edge or frequency-axis slip in either shows)."""
+    import torch
+
+    from emoexp.models.eeg import EEGBandEncoder
+
+    sr, n, c, t = 250.0, 60, 3, 500
+    rng = np.random.default_rng(0)
+    noise = np.cumsum(rng.standard_normal((n, c, t)), axis=-1) * 0.05 + rng.standard_normal((n, c, t))
+    noise -= noise.mean(axis=-1, keepdims=True)
+    centres = [(lo + hi) / 2 for lo, hi in EEG_BANDS.values()]
+    planted = rng.integers(0, len(centres), size=n)
+    amp = rng.uniform(0.5, 4.0, size=(n, 1, 1))
+    tt = np.arange(t) / sr
+    x = noise + amp * np.sin(2 * np.pi * np.asarray(centres)[planted][:, None, None] * tt + rng.uniform(0, 6, (n, c, 1)))
+
+    base = band_features(x, sr).reshape(n, c, len(EEG_BANDS), 2)[..., 0]               # log power (Welch)
+    enc = EEGBandEncoder(in_channels=c, latent_dim=4, sample_rate=sr).band_power(torch.tensor(x)).numpy()
+    assert enc.shape == base.shape
+    for b in range(len(EEG_BANDS)):
+        r = np.corrcoef(base[..., b].ravel(), enc[..., b].ravel())[0, 1]
+        assert r > 0.9, (list(EEG_BANDS)[b], r)
+    # the planted band is the one that stands out most, for both estimators
+    for feats in (base, enc):
+        rise = feats - np.median(feats, axis=0, keepdims=True)
+        assert np.mean(rise.mean(axis=1).argmax(axis=-1) == planted) > 0.9
