@@ -292,7 +292,8 @@ def sweep() -> None:
 _SWEEP_OPTIONS = [
     click.Option(["--n-trials"], type=int, default=20, show_default=True, help="Total trials of the study."),
     click.Option(["--storage"], default="sqlite:///optuna.db", show_default=True, envvar="EMOEXP_OPTUNA_STORAGE",
-                 help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH [env: EMOEXP_OPTUNA_STORAGE]."),
+                 help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH [env: EMOEXP_OPTUNA_STORAGE; "
+                      "an empty value: the variable's, else the default]."),
     click.Option(["--study-name"], default="", help="Study name (default: <task>-sweep); reused if it exists."),
     click.Option(["--space"], default="", help="Search-space YAML (default: experiments/sweeps/<task>.yaml)."),
     click.Option(["--pruner"], type=click.Choice(["median", "hyperband", "wilcoxon", "none"]), default="median",

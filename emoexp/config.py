@@ -163,6 +163,20 @@ def saved_config(default: Any, saved: dict[str, Any]) -> Any:
     return apply_overrides(default, {**older, **saved})
 
 
+def redact(url: str) -> str:
+    """A store URL without its password (``user:***@host``), fit for logs, run params and pages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if not parts.password:
+            return url
+        netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # not a URL (a bad port, say): nothing to take out
+        return url
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def given_keys(cfg: Any) -> frozenset[str]:
     """The keys set on ``cfg`` through :func:`apply_overrides` (as opposed to left at their defaults)."""
     return getattr(cfg, "_given", frozenset())

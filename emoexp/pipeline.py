@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 TAG_STEP_KEY = "emoexp.step_key"      # fingerprint of (entry point, params, code, data)
 TAG_STEP_REUSED = "emoexp.step.reused"
-SWEEP_STORAGE = "sqlite:///optuna.db"
 
 
 def data_fingerprint(path: str | Path) -> str:
@@ -148,10 +147,16 @@ def run_pipeline(*, data_root: str, pretrain_epochs: int, finetune_epochs: int, 
             "data_dir": eav, "epochs": finetune_epochs, "seed": seed, "use_audio": str(use_audio).lower(),
             "pretrained": pretrained}, data=eav_fp)
         if sweep_trials > 0:
-            sweep_params = {"task": "finetune_eav", "n_trials": sweep_trials, "storage": SWEEP_STORAGE,
+            from emoexp.config import redact
+            from emoexp.sweeps import resolve_storage
+
+            # The step gets an empty storage and finds $EMOEXP_OPTUNA_STORAGE (a stack's PostgreSQL)
+            # itself, so no password enters the step's params; the study's name, and so the step's
+            # reuse key, still tells one storage from another.
+            sweep_params = {"task": "finetune_eav", "n_trials": sweep_trials, "storage": "",
                             "pruner": "median", "data_dir": eav, "epochs": sweep_epochs,
                             "options": f"pretrained={pretrained};use_audio={str(use_audio).lower()};seed={seed}"}
-            key = step_key("sweep", sweep_params, steps.code, eav_fp)
+            key = step_key("sweep", {**sweep_params, "storage": redact(resolve_storage())}, steps.code, eav_fp)
             ids["sweep"] = steps.run("sweep", "sweep", {**sweep_params, "study_name": f"main-{key[:10]}"},
                                      data=eav_fp)
         # Promotion and dashboards read the whole experiment's state: always run them.

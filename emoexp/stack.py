@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from emoexp.config import redact
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -92,15 +94,6 @@ def db_url(server_url: str, database: str) -> str:
     """``server_url`` with its database (the URL's path) replaced by ``database``."""
     parts = urlsplit(server_url)
     return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def redact(url: str) -> str:
-    """A URL without its password, fit for logs."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _libpq(url: str) -> str:

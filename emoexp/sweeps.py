@@ -29,12 +29,14 @@ from emoexp.config import (
     check_tracking_store,
     field_types,
     read_yaml_mapping,
+    redact,
 )
 from emoexp.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+STORAGE_ENV = "EMOEXP_OPTUNA_STORAGE"   # `emoexp stack up` exports it
 DEFAULT_OBJECTIVE = T.M_BEST_VAL_F1
 TIE_BREAK = 1e-6  # weight of the validation loss in the values reported to the pruner
 MAX_RETRY = 2     # a lost worker's trial is run again at most this many times
@@ -154,6 +156,12 @@ def make_sampler(seed: int):
     return TrialSeededTPESampler(seed=seed)
 
 
+def resolve_storage(url: str = "") -> str:
+    """``url``, or where empty ``$EMOEXP_OPTUNA_STORAGE``, else :data:`DEFAULT_STORAGE`. A step that
+    passes an empty storage (the pipeline's sweep) then logs no URL, so no password, in its params."""
+    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
 def make_storage(url: str, heartbeat_interval: int = 60):
     """:func:`_make_storage`, with a storage that cannot be opened (unknown scheme, unparsable URL,
     missing folder, database down) a one-line :class:`ConfigError` naming the URL (no password)."""
@@ -165,7 +173,7 @@ def make_storage(url: str, heartbeat_interval: int = 60):
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if text.startswith("(") and ") " in text:  # "(sqlite3.OperationalError) unable to open ..."
             text = text.split(") ", 1)[1]
-        raise ConfigError(f"optuna storage {_redact(url)}: {text[:300]}") from None
+        raise ConfigError(f"optuna storage {redact(url)}: {text[:300]}") from None
 
 
 def _make_storage(url: str, heartbeat_interval: int = 60):
@@ -305,9 +313,10 @@ def run_sweep(
 
     ``folds`` (a cross-validation scheme, :mod:`emoexp.cv`): each trial is a cross-validation and
     its value the fold mean of ``metric``; trials are pruned per fold (``wilcoxon``, which the
-    default ``median`` becomes) instead of per epoch."""
+    default ``median`` becomes) instead of per epoch. An empty ``storage`` is :func:`resolve_storage`'s."""
     import optuna
 
+    storage = resolve_storage(storage)
     task = get_task(task_name)
     base_cfg = apply_overrides(task.default_config(), base_overrides)
     space_spec = load_space(space or default_space_path(task_name), task_name)
@@ -347,7 +356,7 @@ def run_sweep(
         parent_id = parent.run_id
         parent.set_tags({T.TAG_STUDY: study_name, T.TAG_TASK: task_name, T.TAG_MODALITY: task.modality,
                          T.TAG_SWEEP: T.SWEEP_PARENT})
-        parent.log_params({"task": task_name, "n_trials": n_trials, "storage": _redact(storage),
+        parent.log_params({"task": task_name, "n_trials": n_trials, "storage": redact(storage),
                            "study_name": study_name, "pruner": pruner, T.PARAM_SWEEP_METRIC: metric,
                            "space": str(space or ""), **({"folds": folds} if folds else {}),
                            # the file the space came from, as for a task's resolved settings
@@ -610,11 +619,3 @@ def write_study_plots(study, out_dir: Path) -> dict[str, Path]:
         fig.write_html(str(path), include_plotlyjs="cdn" if os.environ.get("EMOEXP_PLOTLY_CDN") else True)
         made[name] = path
     return made
-
-
-def _redact(url: str) -> str:
-    """Never log a database password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

@@ -110,3 +110,50 @@ def test_paths_reach_the_steps_as_the_project_folder_sees_them(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert P.for_steps("data/eav") == str(tmp_path.resolve() / "data" / "eav")
     assert P.for_steps(project_dir() / "dashboards" / "x") == "dashboards/x"
+
+
+def test_the_sweep_step_finds_its_storage_in_the_environment_and_logs_no_password(tmp_path, monkeypatch):
+    """On a stack, $EMOEXP_OPTUNA_STORAGE is a PostgreSQL URL with a password: the sweep step gets an
+    empty storage (the sweep reads the variable itself) so no step's params hold the password, and
+    its study, and so its reuse key, still differ from one storage to another."""
+    from types import SimpleNamespace
+
+    for name in ("faced", "eav"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(P, "check_steps_can_start", lambda: None)
+    client = MlflowClient()
+    launched = []
+
+    def fake_run(uri, entry_point, parameters, experiment_id, **kw):
+        launched.append((entry_point, parameters))
+        run = client.create_run(experiment_id)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return SimpleNamespace(run_id=run.info.run_id)
+
+    monkeypatch.setattr(mlflow.projects, "run", fake_run)
+    studies = []
+    for db in ("optuna", "other"):
+        monkeypatch.setenv("EMOEXP_OPTUNA_STORAGE", f"postgresql://emo:s3cret@db.lan/{db}")
+        launched.clear()
+        P.run_pipeline(data_root=str(tmp_path), pretrain_epochs=1, finetune_epochs=1, use_audio=False, seed=0,
+                       sweep_trials=1, dashboards_dir=str(tmp_path / "dash"))
+        (sweep,) = [params for entry, params in launched if entry == "sweep"]
+        assert sweep["storage"] == ""
+        assert not [v for _, params in launched for v in params.values() if "s3cret" in v]
+        studies.append(sweep["study_name"])
+    assert studies[0] != studies[1]
+
+
+def test_store_urls_lose_their_password_and_an_empty_storage_comes_from_the_environment(monkeypatch):
+    from emoexp.config import redact
+    from emoexp.sweeps import DEFAULT_STORAGE, STORAGE_ENV, resolve_storage
+
+    assert redact("postgresql://emo:s3cret@db.lan:5433/optuna") == "postgresql://emo:***@db.lan:5433/optuna"
+    assert redact("postgresql+psycopg://emo:s3cret@h/db") == "postgresql+psycopg://emo:***@h/db"
+    for plain in ("sqlite:///optuna.db", "journal:/tmp/j.log", "postgresql://emo@h/db", "http://h:port/x"):
+        assert redact(plain) == plain
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert resolve_storage("") == DEFAULT_STORAGE
+    monkeypatch.setenv(STORAGE_ENV, "postgresql://emo:pw@h/db")
+    assert resolve_storage("") == "postgresql://emo:pw@h/db"
+    assert resolve_storage("sqlite:///x.db") == "sqlite:///x.db"

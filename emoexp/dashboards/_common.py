@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from emoexp import tracking as T
+from emoexp.config import redact
 
 PLOTLY_JS = "plotly.min.js"    # one local copy per output folder, shared by the pages: no CDN
 
@@ -332,19 +332,6 @@ def weights_text(weights: dict[str, float]) -> str:
     """Only the classes weighted other than 1 (the default), e.g. ``anger=5, joy=0.5``."""
     changed = [f"{c}={w:g}" for c, w in weights.items() if w != 1.0]
     return ", ".join(changed) if changed else ("all 1" if weights else "")
-
-
-def redact(url: str) -> str:
-    """A store URL without its password, fit to print on a page."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def as_float(v: Any) -> float | None:
