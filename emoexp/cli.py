@@ -188,15 +188,20 @@ def _param_default(ctx: click.Context, name: str) -> Any:
 _UNDER_MLFLOW_RUN = bool(os.environ.get("MLFLOW_RUN_ID"))
 
 
-def _task_overrides(task_name: str, preset: str | None, values: dict[str, Any]) -> dict[str, Any]:
+def _task_overrides(task, preset: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The config overrides of a command's task options, the one reading every command that takes
+    them uses (train, sweep, baseline, cv): the preset, then the options given, then --cpu and the
+    per-class weight flags folded in."""
+    flags = _flag_overrides(task, values)   # pops them: they are no config keys
     overrides: dict[str, Any] = {}
     if preset:
         data = load_preset(preset)
-        other = data.pop("task", task_name)
-        if other != task_name:
-            raise ConfigError(f"{preset}: a preset for task {other!r}, not {task_name!r}")
+        other = data.pop("task", task.name)
+        if other != task.name:
+            raise ConfigError(f"{preset}: a preset for task {other!r}, not {task.name!r}")
         overrides.update(data)
     overrides.update(_given(values))
+    overrides.update(flags)
     return overrides
 
 
@@ -206,8 +211,7 @@ def _task_command(task_name: str) -> click.Command:
 
     @_user_errors
     def callback(preset: str | None = None, **values: Any) -> None:
-        flags = _flag_overrides(task, values)
-        overrides = {**_task_overrides(task_name, preset, values), **flags}
+        overrides = _task_overrides(task, preset, values)
         cfg = apply_overrides(task.default_config(), overrides)
         _run_training(task, cfg, overrides)
 
@@ -321,7 +325,7 @@ def _sweep_command(task_name: str) -> click.Command:
         from emoexp.sweeps import run_sweep, summary_lines
 
         overrides = {**parse_pairs(options, sep=";", what="--options"),
-                     **_task_overrides(task_name, preset, values)}
+                     **_task_overrides(task, preset, values)}
         result = run_sweep(task_name, overrides, n_trials=n_trials,
                            storage=storage, study_name=study_name, space=space, pruner=pruner,
                            metric=metric, seed=sweep_seed, heartbeat_interval=heartbeat, folds=folds)
@@ -365,9 +369,8 @@ def _baseline_command(task_name: str) -> click.Command:
     def callback(options, preset=None, baseline_features="auto", **values) -> None:
         from emoexp.baselines import run_baseline
 
-        flags = _flag_overrides(task, values)
         overrides = {**parse_pairs(options, sep=";", what="--options"),
-                     **_task_overrides(task_name, preset, values), **flags}
+                     **_task_overrides(task, preset, values)}
         result = run_baseline(task_name, overrides, features=baseline_features)
         m = result["metrics"]
         click.echo(f"\n{task_name} baseline: run {result['run_id']}")
@@ -418,9 +421,8 @@ def _cv_command(task_name: str) -> click.Command:
     def callback(folds, baseline, options, preset=None, **values) -> None:
         from emoexp.cv import run_cv
 
-        flags = _flag_overrides(task, values)
         overrides = {**parse_pairs(options, sep=";", what="--options"),
-                     **_task_overrides(task_name, preset, values), **flags}
+                     **_task_overrides(task, preset, values)}
         result = run_cv(task, apply_overrides(task.default_config(), overrides), folds, baseline=baseline)
         click.echo(f"\n{task_name} {result.scheme}: {result.n_folds} folds, parent run {result.parent_run_id}")
         for row in result.folds:

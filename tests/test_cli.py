@@ -123,3 +123,38 @@ def test_pipeline_main_entry_point(faced_root, eav_root, tmp_path, mlflow_cli_en
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "finetune_eav" in out.stdout and "mlflow ui" in out.stdout
+
+
+def test_every_command_with_task_options_reads_them_the_same_way(monkeypatch):
+    """train, sweep, baseline and cv all list --cpu and the per-class weight flags (seed 001's
+    --cpu, seed 003's --sad 5): each turns them into the same config overrides (sweep once
+    refused both as 'unknown option')."""
+    import emoexp.baselines
+    import emoexp.cli as C
+    import emoexp.cv
+    import emoexp.sweeps
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def grab(name):
+        def f(*args, **kwargs):
+            over = next(a for a in args if isinstance(a, dict)) if any(isinstance(a, dict) for a in args) \
+                else args[1].to_dict()
+            seen[name] = {k: over[k] for k in ("device", "weights", "epochs") if k in over}
+            raise Stop
+        return f
+
+    monkeypatch.setattr(C, "_run_training", lambda task, cfg, overrides: grab("train")(task, cfg))
+    monkeypatch.setattr(emoexp.sweeps, "run_sweep", grab("sweep"))
+    monkeypatch.setattr(emoexp.baselines, "run_baseline", grab("baseline"))
+    monkeypatch.setattr(emoexp.cv, "run_cv", grab("cv"))
+    flags = ["--cpu", "--sad", "5", "--weights", "happy=0.5", "--epochs", "3"]
+    for cmd in (["train"], ["sweep"], ["baseline"], ["cv", "--folds", "kfold:2"]):
+        cli_args = [cmd[0], "train_face", *cmd[1:], *flags]
+        r = CliRunner().invoke(cli, cli_args)
+        assert isinstance(r.exception, Stop), (cli_args, r.output)
+    want = {"device": "cpu", "weights": "happy=0.5,sad=5", "epochs": 3}
+    assert seen == {"train": want, "sweep": want, "baseline": want, "cv": want}, seen
