@@ -316,7 +316,7 @@ def run_sweep(
     default ``median`` becomes) instead of per epoch. An empty ``storage`` is :func:`resolve_storage`'s."""
     import optuna
 
-    storage = resolve_storage(storage)
+    given_storage, storage = storage, resolve_storage(storage)
     task = get_task(task_name)
     base_cfg = apply_overrides(task.default_config(), base_overrides)
     space_spec = load_space(space or default_space_path(task_name), task_name)
@@ -356,10 +356,12 @@ def run_sweep(
         parent_id = parent.run_id
         parent.set_tags({T.TAG_STUDY: study_name, T.TAG_TASK: task_name, T.TAG_MODALITY: task.modality,
                          T.TAG_SWEEP: T.SWEEP_PARENT})
-        parent.log_params({"task": task_name, "n_trials": n_trials, "storage": redact(storage),
+        # storage and space as given (so `mlflow run -e sweep` and `emoexp sweep` log the same
+        # params), and what an empty one resolved to, as for a task's resolved settings
+        parent.log_params({"task": task_name, "n_trials": n_trials, "storage": redact(given_storage),
                            "study_name": study_name, "pruner": pruner, T.PARAM_SWEEP_METRIC: metric,
                            "space": str(space or ""), **({"folds": folds} if folds else {}),
-                           # the file the space came from, as for a task's resolved settings
+                           **({} if given_storage else {f"{T.PARAM_RESOLVED_PREFIX}storage": redact(storage)}),
                            **({} if space else {f"{T.PARAM_RESOLVED_PREFIX}space": str(default_space_path(task_name))})})
 
         def objective(trial) -> float:

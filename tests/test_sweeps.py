@@ -226,12 +226,16 @@ def test_workers_started_at_once_on_a_new_storage_all_start(tmp_path):
         assert all(rc == 0 for rc, _ in errs), [e[-500:] for rc, e in errs if rc]
 
 
-def test_sweep_logs_the_space_as_given_and_the_file_it_resolved_to(faced_root, tmp_path):
-    """`space` is a setting like any other: logged as given (empty: the task's default file), with the
-    file used as resolved.space, so `mlflow run -e sweep` and `emoexp sweep` log the same params."""
+def test_sweep_logs_the_space_as_given_and_the_file_it_resolved_to(faced_root, tmp_path, monkeypatch):
+    """`space` and `storage` are settings like any other: logged as given (empty: the task's default
+    file; $EMOEXP_OPTUNA_STORAGE, as the pipeline's sweep step passes it), with what was used as
+    resolved.space / resolved.storage, so `mlflow run -e sweep` and `emoexp sweep` log the same params."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    res = run_sweep("pretrain_faced", _base(faced_root, epochs=1), n_trials=1, storage=storage,
+    monkeypatch.setenv("EMOEXP_OPTUNA_STORAGE", storage)
+    res = run_sweep("pretrain_faced", _base(faced_root, epochs=1), n_trials=1, storage="",
                     study_name="s-space", pruner="none", experiment_name="test-sweep-space")
     params = MlflowClient().get_run(res.parent_run_id).data.params
-    assert params["space"] == "''"   # tracking.param_text: mlflow run's own form of an empty -P
+    assert params["space"] == "''" and params["storage"] == "''"   # tracking.param_text: mlflow run's form of ''
     assert params["resolved.space"].endswith("experiments/sweeps/pretrain_faced.yaml")
+    assert params["resolved.storage"] == storage
+    assert optuna.load_study(study_name="s-space", storage=storage).trials
