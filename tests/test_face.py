@@ -204,6 +204,8 @@ def test_train_face_cli_flags(fer_csv):
     assert params[f"{T.PARAM_WEIGHT_PREFIX}sad"] == "3.0"
 
 
+@pytest.mark.slow(reason="25 s: a `mlflow models serve` process; the face pyfunc's inputs are checked in process by "
+                         "test_served_face_model_takes_images, the HTTP layer by test_serving_readme (fast)")
 def test_face_model_served_over_http(trained, tmp_path, model_server):
     """One (H, W, 3) image, a batch, and the saved input example, over /invocations."""
     import json

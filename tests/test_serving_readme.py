@@ -2,7 +2,7 @@
 
 One tiny model per registered model name the README serves, served side by side (one start of
 each server, in parallel); `emoexp-face`, `emoexp-speech` and `emoexp-eeg-encoder` have their
-servers in test_face.py, test_speech.py and test_serving.py. The requests take the shapes the
+servers in test_face.py, test_speech.py (both slow) and test_serving.py. The requests take the shapes the
 README states, and the README is checked to state them (so the two cannot drift apart);
 rejected requests answer 400 with the reason first and without the input.
 """

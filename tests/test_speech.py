@@ -128,6 +128,8 @@ def test_served_model_takes_a_waveform_and_its_rate(trained):
         model.predict({"waveform": (_tone(1.0, 16000) * 32767).astype(np.int16), "sample_rate": np.array([16000])})
 
 
+@pytest.mark.slow(reason="25 s: a `mlflow models serve` process; the speech pyfunc's inputs are checked in process by "
+                         "test_served_model_takes_a_waveform_and_its_rate, the HTTP layer by test_serving_readme (fast)")
 def test_served_over_http(trained, tmp_path, model_server):
     import urllib.error
     import urllib.request
