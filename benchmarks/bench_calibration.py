@@ -26,31 +26,21 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, table, write_result  # noqa: E402
 
-from emoexp.smoke import SMOKE  # noqa: E402
+from emoexp.smoke import SMOKE, Smoke  # noqa: E402
 
 BASELINE_RANGE = (0.45, 0.75)
 
 
-@dataclass
-class Case:
-    task: str
-    dataset: str                                   # the dataset registry's name
-    synth: dict[str, Any] = field(default_factory=dict)      # generator options over its defaults
-    train: dict[str, Any] = field(default_factory=dict)      # the smoke setting (config overrides)
-    slow: bool = False                             # only with --all (minutes per epoch on CPU)
-
-
-# The cases: emoexp.smoke's, the slow ones (minutes per epoch on CPU) only with --all.
+# The cases are emoexp.smoke's; the slow ones (minutes per epoch on CPU) run only with --all.
+CASES = SMOKE
 SLOW = {"train_face/densenet121"}
-CASES: dict[str, Case] = {name: Case(c.task, c.dataset, dict(c.synth), dict(c.settings), name in SLOW)
-                          for name, c in SMOKE.items()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,7 +77,7 @@ def _pairs(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def dataset_for(case: Case, root: Path) -> Path:
+def dataset_for(case: Smoke, root: Path) -> Path:
     """The case's synthetic set, written once per (generator source, options)."""
     from emoexp.data.registry import get_dataset, synthesize
 
@@ -117,7 +107,7 @@ def _side_counts(ds, heads) -> dict[str, int]:
     return {c: int(np.sum(y == k)) for k, c in enumerate(names)}
 
 
-def run_case(name: str, case: Case, root: Path, seed: int | None, baseline_only: bool) -> dict[str, Any]:
+def run_case(name: str, case: Smoke, root: Path, seed: int | None, baseline_only: bool) -> dict[str, Any]:
     from emoexp import engine
     from emoexp.baselines import fit_baseline
     from emoexp.config import apply_overrides
@@ -125,14 +115,14 @@ def run_case(name: str, case: Case, root: Path, seed: int | None, baseline_only:
 
     data_dir = dataset_for(case, root)
     task = get_task(case.task)
-    over = {"data_dir": str(data_dir), "device": "cpu", "log_model": False, "checkpoint_every": 0, **case.train}
+    over = {"data_dir": str(data_dir), "device": "cpu", "log_model": False, "checkpoint_every": 0, **case.settings}
     if seed is not None:
         over["seed"] = seed
     cfg = task.prepare(apply_overrides(task.default_config(), over))
     data = task.build_data(cfg)
     val_counts = _side_counts(data.val, data.heads)
     row: dict[str, Any] = {
-        "case": name, "task": case.task, "synth": case.synth, "train": case.train,
+        "case": name, "task": case.task, "synth": case.synth, "train": case.settings,
         "n_train": len(data.train), "steps_per_epoch": len(data.train) // cfg.batch_size,
         "n_val": len(data.val), "val_min_per_class": min(val_counts.values()), "val_counts": val_counts,
         "n_classes": len(data.class_names),
@@ -167,15 +157,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("emoexp.data", "matplotlib", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    names = args.only or [n for n, c in CASES.items() if args.all or not c.slow]
+    names = args.only or [n for n in CASES if args.all or n not in SLOW]
     synth, train = _pairs(args.synth), _pairs(args.train)
     root = Path(args.data_root)
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
         case = CASES[name]
-        case = Case(case.task, case.dataset, {**case.synth, **synth}, {**case.train, **train}, case.slow)
-        print(f"{name}: synth {case.synth or 'defaults'}, train {case.train}", flush=True)
+        case = replace(case, synth={**case.synth, **synth}, settings={**case.settings, **train})
+        print(f"{name}: synth {case.synth or 'defaults'}, train {case.settings}", flush=True)
         rows.append(run_case(name, case, root, args.seed, args.baseline_only))
 
     def f(v: Any) -> str:

@@ -155,12 +155,17 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     return new
 
 
+def saved_values(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``saved`` config values, with config class ``cls``'s ``SAVED_BEFORE`` value
+    for each key the checkpoint predates."""
+    return {**cls.SAVED_BEFORE, **saved}
+
+
 def saved_config(default: Any, saved: dict[str, Any]) -> Any:
     """The config a checkpoint was trained with: ``default`` (a task's default config) with the
-    checkpoint's ``saved`` values, and the class's ``SAVED_BEFORE`` values for keys the
-    checkpoint predates, so an old checkpoint rebuilds its own network, not today's default."""
-    older = {k: v for k, v in type(default).SAVED_BEFORE.items() if k not in saved}
-    return apply_overrides(default, {**older, **saved})
+    checkpoint's :func:`saved_values`, so an old checkpoint rebuilds its own network, not today's
+    default."""
+    return apply_overrides(default, saved_values(type(default), saved))
 
 
 def redact(url: str) -> str:

@@ -34,7 +34,7 @@ from emoexp.config import (
     format_weights,
     given_keys,
     parse_weights,
-    saved_config,
+    saved_values,
 )
 from emoexp.tasks.base import Task, get_task
 
@@ -906,9 +906,8 @@ def _newest_checkpoint(client, run_id: str) -> tuple[dict[str, Any], str, str]:
 
 
 def _config_from_state(task: Task, state: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
-    saved = dict(state["config"])
-    base = saved_config(task.default_config(), saved)
-    saved = {**type(base).SAVED_BEFORE, **saved}
+    saved = saved_values(task.config_cls, state["config"])
+    base = apply_overrides(task.default_config(), saved)
     arch = set(task.config_cls.ARCH_KEYS)
     clash = {k for k in overrides if k.replace("-", "_") in arch and str(overrides[k]) != str(saved.get(k.replace("-", "_")))}
     if clash:
