@@ -7,8 +7,11 @@ so it rebuilds its model alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,25 +61,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def resolve_local(uri: str, dst: str | Path | None = None) -> Path:
+def resolve_local(uri: str, dst: str | Path) -> Path:
     """A local path for ``uri``: a path as is; ``runs:/``, ``models:/``, ``mlflow-artifacts:/``
-    and other MLflow URIs are downloaded."""
-    if "://" not in uri and not uri.startswith(("runs:/", "models:/")):
+    and other MLflow URIs are downloaded into ``dst`` (the caller's folder, and the caller's to
+    remove: :func:`fetched` is the form that cleans up)."""
+    if not _in_mlflow(uri):
         p = Path(uri).expanduser()
         if not p.exists():
             raise CheckpointError(f"{uri}: no such file or directory")
         return p
     if uri.startswith("file://"):
-        return resolve_local(uri[len("file://"):])
+        return resolve_local(uri[len("file://"):], dst)
     import mlflow
 
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(dst) if dst else None
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
     except Exception as e:
         raise CheckpointError(f"{uri}: could not fetch it from MLflow ({type(e).__name__}: {e})") from None
     return Path(local)
+
+
+def _in_mlflow(uri: str) -> bool:
+    return "://" in uri or uri.startswith(("runs:/", "models:/"))
+
+
+@contextlib.contextmanager
+def fetched(uri: str) -> Iterator[Path]:
+    """``with fetched(uri) as path:`` a local path for ``uri`` (see :func:`resolve_local`) for the
+    length of the block. What was downloaded lives in a temporary folder removed at its end, so
+    loading a model or a checkpoint from the store leaves no copy behind (MLflow's own default
+    would be a new temporary folder per call, never removed)."""
+    with tempfile.TemporaryDirectory(prefix="emoexp-fetch-") as tmp:
+        yield resolve_local(uri, tmp)
+
+
+def fetch_text(client, run_id: str, artifact_path: str) -> str:
+    """The text of one artifact of a run, read through a temporary folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="emoexp-fetch-") as tmp:
+        return Path(client.download_artifacts(run_id, artifact_path, tmp)).read_text()
 
 
 def load_from_uri(uri: str) -> dict[str, Any]:
@@ -85,13 +107,19 @@ def load_from_uri(uri: str) -> dict[str, Any]:
     ``runs:/ID/checkpoints/best.pt`` and paths to ``.pt`` files are checkpoints; ``runs:/ID/model``
     and ``models:/NAME@ALIAS`` are MLflow models whose weights travel inside them.
     """
-    local = resolve_local(uri)
-    if local.is_dir():
-        hits = sorted(local.rglob(f"{T.MODEL_CHECKPOINT}.pt"))
-        if not hits:
-            raise CheckpointError(f"{uri}: an MLflow model without emoexp weights ({T.MODEL_CHECKPOINT}.pt)")
-        local = hits[0]
-    state = load_checkpoint(local)
+    with fetched(uri) as local:
+        if local.is_dir():
+            hits = sorted(local.rglob(f"{T.MODEL_CHECKPOINT}.pt"))
+            if not hits:
+                raise CheckpointError(f"{uri}: an MLflow model without emoexp weights ({T.MODEL_CHECKPOINT}.pt)")
+            local = hits[0]
+        try:
+            state = load_checkpoint(local)
+        except CheckpointError as e:
+            if not _in_mlflow(uri) or uri.startswith("file://"):
+                raise
+            # the download's temporary path means nothing to the user: name what they gave
+            raise CheckpointError(f"{uri}: {str(e).split(': ', 1)[-1]}") from None
     state.setdefault("source_uri", uri)
     return state
 

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from emoexp import tracking as T
+from emoexp.checkpoints import fetch_text
 from emoexp.config import ConfigError, TrainConfig
 from emoexp.liveness import hostname, process_start
 
@@ -739,9 +740,9 @@ def _test_subjects(client, run_id: str | None) -> dict | None:
         return None
     local = T.local_run_dir(run_id) / T.ART_EVAL_DIR / ART_TEST_SUBJECTS
     try:
-        path = local if local.is_file() else Path(client.download_artifacts(
-            run_id, f"{T.ART_EVAL_DIR}/{ART_TEST_SUBJECTS}"))
-        return json.loads(path.read_text())
+        text = local.read_text() if local.is_file() else fetch_text(
+            client, run_id, f"{T.ART_EVAL_DIR}/{ART_TEST_SUBJECTS}")
+        return json.loads(text)
     except Exception as e:  # a fold run from before per-subject records: no row for it
         log.warning("fold run %s: no per-subject test record (%s)", run_id, e)
         return None

@@ -854,7 +854,7 @@ def _newest_checkpoint(client, run_id: str) -> tuple[dict[str, Any], str, str]:
     """The newest readable full checkpoint of a run, from its local stage and its artifacts:
     ``last.pt``, else (unreadable, or older than a file a kill left after it) ``best.pt`` or the
     newest ``epoch_NNN.pt``; says so when it falls back past an unreadable ``last.pt``."""
-    from emoexp.checkpoints import CheckpointError, load_checkpoint, resolve_local
+    from emoexp.checkpoints import CheckpointError, load_checkpoint, load_from_uri
 
     local_dir = T.local_run_dir(run_id) / T.ART_CKPT_DIR
     try:
@@ -864,18 +864,18 @@ def _newest_checkpoint(client, run_id: str) -> tuple[dict[str, Any], str, str]:
     local = [p.name for p in local_dir.glob("*.pt") if not p.name.startswith(".")] if local_dir.is_dir() else []
     sources: dict[str, list[tuple[str, Any]]] = {}
     for name in local:
-        sources.setdefault(name, []).append((str(local_dir / name), lambda n=name: local_dir / n))
+        sources.setdefault(name, []).append((str(local_dir / name), lambda n=name: load_checkpoint(local_dir / n)))
     for name in stored:
         uri = f"runs:/{run_id}/{T.ART_CKPT_DIR}/{name}"
-        sources.setdefault(name, []).append((uri, lambda u=uri: resolve_local(u)))
+        sources.setdefault(name, []).append((uri, lambda u=uri: load_from_uri(u)))
 
     found: list[tuple[dict[str, Any], str, str]] = []
     broken: list[tuple[str, str]] = []
 
     def load(name: str) -> None:
-        for label, path in sources.get(name, []):
+        for label, read in sources.get(name, []):
             try:
-                found.append((load_checkpoint(path()), label, name))
+                found.append((read(), label, name))
             except CheckpointError as e:
                 broken.append((label, str(e).split(": ", 1)[-1]))
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -499,9 +499,11 @@ def _end_with_error(tracker: MlflowTracker, status: str) -> None:
 
 
 def local_run_dir(run_id: str | None, output_dir: str = "") -> Path:
-    """Where a run stages its checkpoints before they go to the artifact store."""
+    """Where a run stages its checkpoints before they go to the artifact store: ``output_dir`` if
+    given, else ``.emoexp/runs/<run id>``; an untracked run (no run id) keeps its files beside
+    them in a new ``.emoexp/runs/untracked-<time>-<random>`` (the folder is the caller's to make)."""
     if output_dir:
         return Path(output_dir)
     if run_id:
         return Path(".emoexp") / "runs" / run_id
-    return Path(tempfile.mkdtemp(prefix="emoexp-run-"))
+    return Path(".emoexp") / "runs" / f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,16 +19,35 @@ def session_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("emoexp")
 
 
+# The system's temporary folder, before the session moves it (see _isolated_env): for what must
+# be reachable by another user (the scale-out tests' PostgreSQL runs as postgres).
+SYSTEM_TMP = tempfile.gettempdir()
+
+
+@pytest.fixture(scope="session")
+def system_tmp() -> str:
+    return SYSTEM_TMP
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env(session_tmp):
-    """Caches and the MLflow store live in a temp folder for the whole session."""
-    old = {k: os.environ.get(k) for k in ("EMOEXP_CACHE_DIR", "MLFLOW_TRACKING_URI")}
-    os.environ["EMOEXP_CACHE_DIR"] = str(session_tmp / "cache")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{session_tmp / 'mlflow.db'}"
+    """Caches, the MLflow store and every temporary file live in the session's folder: what
+    libraries leave in the temporary folder (MLflow's downloads without a destination, the
+    subprocesses' files) goes with it, and pytest removes it when the session passes
+    (``tmp_path_retention_policy = "failed"``), so a run of the suite leaves nothing behind."""
+    tmp = session_tmp / "tmp"
+    tmp.mkdir()
+    values = {"EMOEXP_CACHE_DIR": str(session_tmp / "cache"),
+              "MLFLOW_TRACKING_URI": f"sqlite:///{session_tmp / 'mlflow.db'}",
+              "TMPDIR": str(tmp)}
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    old_tempdir, tempfile.tempdir = tempfile.tempdir, str(tmp)
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield
+    tempfile.tempdir = old_tempdir
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

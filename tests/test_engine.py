@@ -135,6 +135,44 @@ def test_pretrained_encoder_weights_are_loaded(pretrained, eav_root):
             assert np.allclose(v.numpy(), src[k].numpy()), k
 
 
+def test_reading_from_the_store_leaves_nothing_in_the_temporary_folder(pretrained, faced_root, tmp_path, monkeypatch):
+    """Every read of a checkpoint, a logged model or a record from the artifact store downloads into
+    a folder removed afterwards, and an untracked run stages beside the tracked ones (the suite once
+    filled a disk with copies left in /tmp: MLflow's download without a destination never removes
+    its folder)."""
+    import tempfile
+
+    from emoexp.apps.predict import load_model
+    from emoexp.checkpoints import CheckpointError, fetch_text, load_from_uri
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    client = MlflowClient()
+    run_id = pretrained.run_id
+    assert not (Path(".emoexp") / "runs" / run_id).exists()  # its stage is elsewhere: reads go to the store
+
+    assert load_from_uri(f"runs:/{run_id}/checkpoints/best.pt")["task"] == "pretrain_faced"
+    assert load_model(f"runs:/{run_id}/model")[0] is not None
+    state, src, _ = engine._newest_checkpoint(client, run_id)
+    assert src == f"runs:/{run_id}/checkpoints/last.pt" and state["epoch"] == 4
+    assert json.loads(fetch_text(client, run_id, "split.json"))
+    # a stored file that is no checkpoint is named by its URI, not by the download's path
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with mlflow.start_run(experiment_id=client.get_run(run_id).info.experiment_id) as other:
+        mlflow.log_artifact(str(bad), "broken")
+    with pytest.raises(CheckpointError, match=rf"^runs:/{other.info.run_id}/broken/bad\.pt: (refused|not a readable)"):
+        load_from_uri(f"runs:/{other.info.run_id}/broken/bad.pt")
+
+    task, cfg = _cfg("pretrain_faced", data_dir=str(faced_root), epochs=1, window_size=256, stride=128)
+    untracked = engine.fit(task, cfg, track=False)
+    assert untracked.output_dir.parent == Path(".emoexp") / "runs"
+    assert untracked.output_dir.name.startswith("untracked-")
+    assert (untracked.output_dir / T.ART_CKPT_DIR / T.ART_LAST).is_file()
+    assert list(scratch.iterdir()) == []
+
+
 def test_channel_count_mismatch_is_explicit(faced_root, eav_root, tmp_path):
     task, cfg = _cfg("pretrain_faced", data_dir=str(faced_root), epochs=1, window_size=256, stride=128,
                      channels="all32", output_dir=str(tmp_path / "p"), log_model=False)

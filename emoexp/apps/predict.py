@@ -57,23 +57,23 @@ def load_model(model_uri: str):
     (``mlflow.pyfunc.load_model`` and ``mlflow models serve`` would run it: MLflow's design)."""
     from mlflow.models import Model
 
-    from emoexp.checkpoints import CheckpointError, load_from_uri, resolve_local
+    from emoexp.checkpoints import CheckpointError, fetched, load_from_uri
     from emoexp.serving import EmoexpModel
 
     try:
-        local = resolve_local(model_uri)
+        with fetched(model_uri) as local:
+            mlmodel = local / "MLmodel" if local.is_dir() else None
+            if mlmodel is None or not mlmodel.is_file():
+                raise ValueError(f"{model_uri}: not an MLflow model (no MLmodel file); predict takes runs:/<id>/model, "
+                                 "models:/<name>@<alias> or a model folder")
+            try:
+                metadata = Model.load(str(mlmodel))
+            except Exception as e:
+                raise ValueError(f"{model_uri}: unreadable MLmodel file ({type(e).__name__}: {e})") from None
+            model = EmoexpModel()
+            model._from_state(load_from_uri(str(local)))
     except CheckpointError as e:
         raise ValueError(f"{model_uri}: cannot load the model ({str(e).split(': ', 1)[-1]})") from None
-    mlmodel = local / "MLmodel" if local.is_dir() else None
-    if mlmodel is None or not mlmodel.is_file():
-        raise ValueError(f"{model_uri}: not an MLflow model (no MLmodel file); predict takes runs:/<id>/model, "
-                         "models:/<name>@<alias> or a model folder")
-    try:
-        metadata = Model.load(str(mlmodel))
-    except Exception as e:
-        raise ValueError(f"{model_uri}: unreadable MLmodel file ({type(e).__name__}: {e})") from None
-    model = EmoexpModel()
-    model._from_state(load_from_uri(str(local)))
     return model, metadata
 
 

@@ -10,13 +10,14 @@ from an earlier invocation (``mlflow run`` makes a parent per step) still counts
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from emoexp import tracking as T
+from emoexp.checkpoints import fetch_text
 from emoexp.dashboards._common import (
     Code,
     Page,
@@ -173,10 +174,7 @@ def fold_figure(cv: CV, metric: str):
 def subject_rows(snap: Snapshot, parent: RunView) -> list[dict[str, str]]:
     """The parent's ``cv_subjects.csv`` (empty when it has none or the store cannot say)."""
     try:
-        with tempfile.TemporaryDirectory(prefix="emoexp-dash-cv-") as tmp:
-            path = snap.client.download_artifacts(parent.run_id, T.ART_CV_SUBJECTS, tmp)
-            with open(path, newline="") as f:
-                return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(fetch_text(snap.client, parent.run_id, T.ART_CV_SUBJECTS))))
     except Exception as e:   # no such artifact yet (an unfinished CV), or no store at hand
         log.debug("no %s for %s: %s", T.ART_CV_SUBJECTS, parent.run_id, e)
         return []

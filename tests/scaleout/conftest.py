@@ -12,7 +12,7 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def team_stack():
+def team_stack(system_tmp):
     """A running :class:`emoexp.stack.Stack`; skipped without PostgreSQL's server programs
     (CI installs them: a CI run without them fails instead)."""
     from emoexp import stack as S
@@ -23,8 +23,9 @@ def team_stack():
         if os.environ.get("CI"):
             pytest.fail(str(e))
         pytest.skip(str(e))
-    # mkdtemp makes a 0700 folder; PostgreSQL runs as postgres (not root) and must get through it
-    root = Path(tempfile.mkdtemp(prefix="emoexp-stack-"))
+    # outside the session's 0700 folder, in the system's: PostgreSQL runs as postgres (not root)
+    # and must get through every folder above its data; mkdtemp makes a 0700 folder, opened below
+    root = Path(tempfile.mkdtemp(prefix="emoexp-stack-", dir=system_tmp))
     root.chmod(0o711)
     try:
         st = S.up(root / "stack", port=S.free_port(), basic_auth=True)
