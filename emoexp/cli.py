@@ -15,6 +15,8 @@ from typing import Any
 import click
 
 from emoexp.config import (
+    DEFAULT_OPTUNA_STORAGE,
+    OPTUNA_STORAGE_ENV,
     ConfigError,
     apply_overrides,
     field_help,
@@ -295,8 +297,8 @@ def sweep() -> None:
 
 _SWEEP_OPTIONS = [
     click.Option(["--n-trials"], type=int, default=20, show_default=True, help="Total trials of the study."),
-    click.Option(["--storage"], default="sqlite:///optuna.db", show_default=True, envvar="EMOEXP_OPTUNA_STORAGE",
-                 help="Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH [env: EMOEXP_OPTUNA_STORAGE; "
+    click.Option(["--storage"], default=DEFAULT_OPTUNA_STORAGE, show_default=True, envvar=OPTUNA_STORAGE_ENV,
+                 help=f"Optuna storage URL (sqlite, postgresql, mysql) or journal:PATH [env: {OPTUNA_STORAGE_ENV}; "
                       "an empty value: the variable's, else the default]."),
     click.Option(["--study-name"], default="", help="Study name (default: <task>-sweep); reused if it exists."),
     click.Option(["--space"], default="", help="Search-space YAML (default: experiments/sweeps/<task>.yaml)."),
@@ -922,9 +924,9 @@ def predict_video_cmd(model_uri, video, fps, detector, smoothing, min_duration, 
               help="Folder to write the HTML pages into.")
 @click.option("--metric", default="val_macro_f1", show_default=True,
               help="The metric runs are compared on (parallel coordinates, curves).")
-@click.option("--optuna-storage", default="", envvar="EMOEXP_OPTUNA_STORAGE",
+@click.option("--optuna-storage", default="", envvar=OPTUNA_STORAGE_ENV,
               help="The sweeps' Optuna storage URL, for Optuna's own plots "
-              "(default: $EMOEXP_OPTUNA_STORAGE, else ./optuna.db when it exists).")
+              f"(default: ${OPTUNA_STORAGE_ENV}, else ./optuna.db when it exists).")
 @click.option("--max-runs", type=AT_LEAST_1, default=500, show_default=True, help="Read at most this many runs, newest first.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the pages of another experiment in --out (refused without it).")
@@ -979,7 +981,7 @@ def stack_up(dir_, port, pg_port, postgres_url, basic_auth, timeout) -> None:
     st = S.up(dir_, port=port, pg_port=pg_port, postgres_url=postgres_url, basic_auth=basic_auth, timeout=timeout)
     click.echo(f"MLflow {st.tracking_uri} on {S.redact(st.mlflow_backend)}, artifacts in {st.dir}/artifacts"
                + (" (basic-auth; admin's login below)" if st.basic_auth else ""), err=True)
-    click.echo(f"Optuna: emoexp sweep <task> --storage $EMOEXP_OPTUNA_STORAGE; watch with "
+    click.echo(f"Optuna: emoexp sweep <task> --storage ${OPTUNA_STORAGE_ENV}; watch with "
                f"optuna-dashboard {S.redact(st.optuna_storage)}", err=True)
     click.echo(S.exports(st))
 

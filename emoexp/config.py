@@ -168,6 +168,11 @@ def saved_config(default: Any, saved: dict[str, Any]) -> Any:
     return apply_overrides(default, saved_values(type(default), saved))
 
 
+# Where sweeps keep their Optuna studies: the variable `emoexp stack up` exports, else a file here.
+OPTUNA_STORAGE_ENV = "EMOEXP_OPTUNA_STORAGE"
+DEFAULT_OPTUNA_STORAGE = "sqlite:///optuna.db"
+
+
 def redact(url: str) -> str:
     """A store URL without its password (``user:***@host``), fit for logs, run params and pages."""
     from urllib.parse import urlsplit, urlunsplit

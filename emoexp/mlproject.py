@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emoexp.config import DEFAULT_OPTUNA_STORAGE
 from emoexp.data.registry import dataset_dir
 
 # Marks a parameter without a default (mlflow run then requires it).
@@ -30,7 +31,7 @@ REQUIRED = object()
 COMMANDS: dict[str, tuple[list[tuple[str, type, Any]], str]] = {
     "resume": ([("checkpoint", str, REQUIRED), ("epochs", int, 5), ("weights", str, "")],
                "emoexp resume {checkpoint}"),
-    "sweep": ([("task", str, "finetune_eav"), ("n_trials", int, 20), ("storage", str, "sqlite:///optuna.db"),
+    "sweep": ([("task", str, "finetune_eav"), ("n_trials", int, 20), ("storage", str, DEFAULT_OPTUNA_STORAGE),
                ("study_name", str, ""), ("space", str, ""), ("pruner", str, "median"),
                ("data_dir", str, dataset_dir("eav")), ("epochs", int, 10), ("options", str, ""), ("folds", str, "")],
               "emoexp sweep {task}"),

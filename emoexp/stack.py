@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from emoexp.config import redact
+from emoexp.config import OPTUNA_STORAGE_ENV, redact
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """What a client needs: the tracking URI, the Optuna storage and, with basic-auth, the admin's login."""
-        out = {"MLFLOW_TRACKING_URI": self.tracking_uri, "EMOEXP_OPTUNA_STORAGE": self.optuna_storage}
+        out = {"MLFLOW_TRACKING_URI": self.tracking_uri, OPTUNA_STORAGE_ENV: self.optuna_storage}
         if self.basic_auth:
             out.update(MLFLOW_TRACKING_USERNAME=ADMIN_USER, MLFLOW_TRACKING_PASSWORD=self.admin_password)
         return out

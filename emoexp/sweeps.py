@@ -22,6 +22,8 @@ from typing import Any
 
 from emoexp import tracking as T
 from emoexp.config import (
+    DEFAULT_OPTUNA_STORAGE,
+    OPTUNA_STORAGE_ENV,
     ConfigError,
     apply_overrides,
     check_device,
@@ -35,8 +37,8 @@ from emoexp.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
-STORAGE_ENV = "EMOEXP_OPTUNA_STORAGE"   # `emoexp stack up` exports it
+DEFAULT_STORAGE = DEFAULT_OPTUNA_STORAGE
+STORAGE_ENV = OPTUNA_STORAGE_ENV
 DEFAULT_OBJECTIVE = T.M_BEST_VAL_F1
 TIE_BREAK = 1e-6  # weight of the validation loss in the values reported to the pruner
 MAX_RETRY = 2     # a lost worker's trial is run again at most this many times
