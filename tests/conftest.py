@@ -61,6 +61,18 @@ def _in_tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored():
+    """A test that points MLflow at a store of its own (often in its tmp_path, removed when it
+    passes) leaves the next tests on the store they had: the session's, or their module's."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    yield
+    if mlflow.get_tracking_uri() != before:
+        mlflow.set_tracking_uri(before)
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one thread for the test: two threads on a shared two-core machine are slower than
