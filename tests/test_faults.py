@@ -11,7 +11,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,11 +36,11 @@ def features(tmp_path_factory) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """A `python -m emoexp` child: the venv first on PATH; bytecode cached outside the checkout
-    (PYTHONDONTWRITEBYTECODE would make every child compile torch and mlflow again)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", faults.ENV, engine.FAULT_ENV)}
+    """A `python -m emoexp` child: the venv first on PATH; bytecode written and read where Python
+    keeps it (PYTHONDONTWRITEBYTECODE would make every child compile torch and mlflow again)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", faults.ENV, engine.FAULT_ENV)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / f"emoexp-test-pycache-{os.getuid()}")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
