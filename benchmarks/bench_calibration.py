@@ -38,17 +38,15 @@ from emoexp.smoke import SMOKE, Smoke  # noqa: E402
 BASELINE_RANGE = (0.45, 0.75)
 
 
-# The cases are emoexp.smoke's; the slow ones (minutes per epoch on CPU) run only with --all.
+# The cases are emoexp.smoke's (a few minutes each on 2 CPUs).
 CASES = SMOKE
-SLOW = {"train_face/densenet121"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--only", nargs="+", choices=list(CASES), help="these cases (default: all but the slow ones)")
-    p.add_argument("--all", action="store_true", help="also the slow cases (densenet121 on CPU)")
+    p.add_argument("--only", nargs="+", choices=list(CASES), help="these cases (default: all)")
     p.add_argument("--synth", action="append", default=[], metavar="KEY=VALUE",
                    help="generator option for the selected cases (repeatable)")
     p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
@@ -157,7 +155,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("emoexp.data", "matplotlib", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    names = args.only or [n for n in CASES if args.all or n not in SLOW]
+    names = args.only or list(CASES)
     synth, train = _pairs(args.synth), _pairs(args.train)
     root = Path(args.data_root)
     root.mkdir(parents=True, exist_ok=True)
