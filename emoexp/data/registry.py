@@ -113,9 +113,24 @@ def synthesize(name: str, out: str | os.PathLike, *, subjects: int | None = None
         if unknown:
             known = sorted(k for k in params if k not in ("out", "subjects", "seed"))
             raise ValueError(f"{name}: unknown generator option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    for key, value in options.items():
+        if key in params:
+            _check_option(name, key, value, params[key].default)
     if subjects is not None:
         options["subjects"] = subjects
     return make(out, seed=seed, **options)
+
+
+def _check_option(dataset: str, key: str, value: Any, default: Any) -> None:
+    """A generator option of the kind its default is (bool, whole number, number); ValueError else."""
+    kinds = ((bool, "true or false", lambda v: isinstance(v, bool)),
+             (int, "a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+             (float, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
+    for kind, words, ok in kinds:
+        if type(default) is kind:
+            if not ok(value):
+                raise ValueError(f"{dataset}: generator option {key} takes {words}, got {value!r}")
+            return
 
 
 def dataset_dir(name: str) -> str:

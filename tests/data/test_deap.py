@@ -83,6 +83,27 @@ def test_ratings_are_planted_in_band_power(deap_dir):
         assert acc >= 0.75, (target, acc)
 
 
+def test_eeg_is_band_passed_as_in_deaps_preprocessed_files(tmp_path):
+    """DEAP's readme: the EEG was band-passed 4-45 Hz. The synthetic EEG channels keep almost no
+    power outside that band and all of it inside (the planted rhythms); the 8 peripheral channels
+    stay as drawn."""
+    from scipy.signal import welch
+
+    def data(bandpass: bool) -> np.ndarray:
+        d = synth_deap(tmp_path / str(bandpass), subjects=1, seed=3, trials=3, seconds=8, bandpass=bandpass)
+        with open(d / "s01.dat", "rb") as fh:
+            return pickle.load(fh, encoding="latin1")["data"]
+
+    on, off = data(True), data(False)
+    f, p_on = welch(on[:, :32], fs=128, nperseg=256, axis=-1)
+    _, p_off = welch(off[:, :32], fs=128, nperseg=256, axis=-1)
+    below, inside, above = f < 2, (f >= 8) & (f <= 30), f > 55
+    assert p_on[..., below].sum() < 1e-3 * p_off[..., below].sum()
+    assert p_on[..., above].sum() < 1e-3 * p_off[..., above].sum()
+    assert 0.95 < p_on[..., inside].sum() / p_off[..., inside].sum() < 1.05
+    assert np.array_equal(on[:, 32:], off[:, 32:])
+
+
 def _write(path: Path, obj) -> Path:
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=2)

@@ -74,6 +74,24 @@ def test_synth_registry(tmp_path):
         synth("eav", tmp_path / "e", subjects=1, seed=0, trials=15)
 
 
+@pytest.mark.parametrize("dataset, key, value, words", [
+    ("deap", "bandpass", "maybe", "true or false"),      # a string is truthy: it would have band-passed
+    ("deap", "trials", 2.5, "a whole number"),
+    ("faced", "n_samples", True, "a whole number"),
+    ("deap", "amplitude", "loud", "a number"),
+    ("ravdess", "fllr", 1, "true or false"),
+])
+def test_generator_options_of_the_wrong_kind_are_refused_before_anything_is_written(tmp_path, dataset, key, value, words):
+    """Every generator's options are checked against the kind of their default (CLI --set values
+    arrive as strings where they are not numbers or true/false)."""
+    with pytest.raises(ValueError, match=rf"^{dataset}: generator option {key} takes {words}, got {value!r}"):
+        synth(dataset, tmp_path / "x", **{key: value})
+    assert not (tmp_path / "x").exists()
+    # what the CLI hands over for numbers (an int where the default is a float) passes
+    out = synth("deap", tmp_path / "ok", subjects=1, seed=0, trials=2, seconds=2, amplitude=3, bandpass=False)
+    assert (out / "s01.dat").is_file()
+
+
 def test_synth_is_deterministic(tmp_path):
     a = synth("faced", tmp_path / "a", subjects=1, seed=5, n_samples=100)
     b = synth("faced", tmp_path / "b", subjects=1, seed=5, n_samples=100)
