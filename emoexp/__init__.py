@@ -18,16 +18,12 @@ HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "120",
 }
-for _k, _v in HTTP_RETRY_DEFAULTS.items():
-    _os.environ.setdefault(_k, _v)
 
 # Quiet where nothing is long: MLflow draws a progress bar for every artifact download, however
 # small (a checkpoint, a model folder: dozens per pipeline run). emoexp's artifacts are small;
 # MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true brings the bars back. Training, data reading and
 # video decoding keep their own bars.
 QUIET_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-for _k, _v in QUIET_DEFAULTS.items():
-    _os.environ.setdefault(_k, _v)
 
 
 # Nothing emoexp runs downloads: pretrained weights are local directories. Some libraries still
@@ -36,7 +32,9 @@ for _k, _v in QUIET_DEFAULTS.items():
 # user set none, keeps those lookups to the local cache. Read by huggingface_hub when it is first
 # imported, so it is set here, before any of them.
 OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
-for _k, _v in OFFLINE_DEFAULTS.items():
+
+# each of them only where the user set none
+for _k, _v in {**HTTP_RETRY_DEFAULTS, **QUIET_DEFAULTS, **OFFLINE_DEFAULTS}.items():
     _os.environ.setdefault(_k, _v)
 
 

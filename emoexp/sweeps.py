@@ -37,8 +37,6 @@ from emoexp.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = DEFAULT_OPTUNA_STORAGE
-STORAGE_ENV = OPTUNA_STORAGE_ENV
 DEFAULT_OBJECTIVE = T.M_BEST_VAL_F1
 TIE_BREAK = 1e-6  # weight of the validation loss in the values reported to the pruner
 MAX_RETRY = 2     # a lost worker's trial is run again at most this many times
@@ -159,9 +157,9 @@ def make_sampler(seed: int):
 
 
 def resolve_storage(url: str = "") -> str:
-    """``url``, or where empty ``$EMOEXP_OPTUNA_STORAGE``, else :data:`DEFAULT_STORAGE`. A step that
+    """``url``, or where empty ``$EMOEXP_OPTUNA_STORAGE``, else ``sqlite:///optuna.db``. A step that
     passes an empty storage (the pipeline's sweep) then logs no URL, so no password, in its params."""
-    return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return url or os.environ.get(OPTUNA_STORAGE_ENV) or DEFAULT_OPTUNA_STORAGE
 
 
 def make_storage(url: str, heartbeat_interval: int = 60):
@@ -301,7 +299,7 @@ def run_sweep(
     base_overrides: dict[str, Any],
     *,
     n_trials: int,
-    storage: str = DEFAULT_STORAGE,
+    storage: str = DEFAULT_OPTUNA_STORAGE,
     study_name: str = "",
     space: str = "",
     pruner: str = "median",

@@ -145,8 +145,10 @@ def test_the_sweep_step_finds_its_storage_in_the_environment_and_logs_no_passwor
 
 
 def test_store_urls_lose_their_password_and_an_empty_storage_comes_from_the_environment(monkeypatch):
+    from emoexp.config import DEFAULT_OPTUNA_STORAGE as DEFAULT_STORAGE
+    from emoexp.config import OPTUNA_STORAGE_ENV as STORAGE_ENV
     from emoexp.config import redact
-    from emoexp.sweeps import DEFAULT_STORAGE, STORAGE_ENV, resolve_storage
+    from emoexp.sweeps import resolve_storage
 
     assert redact("postgresql://emo:s3cret@db.lan:5433/optuna") == "postgresql://emo:***@db.lan:5433/optuna"
     assert redact("postgresql+psycopg://emo:s3cret@h/db") == "postgresql+psycopg://emo:***@h/db"
